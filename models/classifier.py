@@ -1,0 +1,101 @@
+"""A fitted product/service classifier: MLP + featurizer + version, with cheap per-word explanations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.neural_network import MLPClassifier
+
+from models.attribution import first_layer_deltas, forward, token_scores
+from models.featurizer import Featurizer, TokenMatrix
+
+
+@dataclass
+class Prediction:
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    top_k: list[tuple[str, float]]
+    # (normalised word, gradient×input weight toward `label`), strongest first; only words that push toward
+    # the predicted label are listed, so it may hold fewer than `explain` entries or none.
+    explanation: list[tuple[str, float]]
+
+
+class Classifier:
+    def __init__(
+        self,
+        model: MLPClassifier,
+        featurizer: Featurizer,
+        version: str,
+        featurizer_version: str | None = None,
+    ) -> None:
+        self.model = model
+        self.featurizer = featurizer
+        self.version = version
+        # The featurizer version the weights were trained with; compare with `featurizer.version` (the
+        # running code) to detect a featurization change since training.
+        self.featurizer_version = featurizer_version or featurizer.version
+        self.labels: list[str] = [str(label) for label in model.classes_]
+
+    def __repr__(self) -> str:
+        return f"Classifier(version={self.version!r}, featurizer_version={self.featurizer_version!r})"
+
+    def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
+        """Class probabilities (n, n_classes) in the order of `labels`."""
+        return forward(self.model, features)[1]
+
+    def predict(
+        self, items: Sequence[Mapping[str, Any]], top_k: int = 2, explain: int = 3
+    ) -> list[Prediction]:
+        """Label, probabilities, the `top_k` classes and, with `explain` > 0, up to `explain` words.
+
+        A word's weight is gradient×input attribution toward the predicted class's logit, summed over the
+        word's features (unigram, character n-grams, cues, head-word feature, half of each bigram). Words
+        with a non-positive weight are left out: the explanation lists the evidence for the label only.
+        """
+        if not items:
+            return []
+        if explain > 0:
+            features, tokens = self.featurizer.transform_with_tokens(items)
+        else:
+            features, tokens = self.featurizer.transform(items), None
+        hidden, proba = forward(self.model, features)
+        predicted = proba.argmax(axis=1)
+        explanations = (
+            [[] for _ in items] if tokens is None else self._explain(hidden, predicted, tokens, explain)
+        )
+
+        labels = self.labels
+        k = max(1, min(top_k, len(labels)))
+        order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+        rows = proba.tolist()
+        return [
+            Prediction(
+                label=labels[best],
+                confidence=row[best],
+                probabilities=dict(zip(labels, row, strict=True)),
+                top_k=[(labels[j], row[j]) for j in ranked],
+                explanation=explanation,
+            )
+            for best, row, ranked, explanation in zip(
+                predicted.tolist(), rows, order.tolist(), explanations, strict=True
+            )
+        ]
+
+    def _explain(
+        self, hidden: list[np.ndarray], predicted: np.ndarray, tokens: TokenMatrix, explain: int
+    ) -> list[list[tuple[str, float]]]:
+        deltas = first_layer_deltas(self.model, hidden, predicted)
+        scores = token_scores(self.model, tokens, deltas)
+        per_item: list[dict[str, float]] = [{} for _ in range(len(predicted))]
+        for item, word, score in zip(tokens.item_index.tolist(), tokens.words, scores.tolist(), strict=True):
+            weights = per_item[item]
+            weights[word] = weights.get(word, 0.0) + score
+        return [
+            sorted(((w, s) for w, s in weights.items() if s > 0), key=lambda ws: -ws[1])[:explain]
+            for weights in per_item
+        ]

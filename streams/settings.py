@@ -1,0 +1,112 @@
+"""Every setting of the service, in one typed place.
+
+Values come from environment variables: ``NOMENCLATURE_*`` plus the standard
+``KAFKA_BOOTSTRAP_SERVERS`` and ``SCHEMA_REGISTRY_URL``. The README lists them all;
+``tests/test_settings.py`` checks that the README, this file and docker-compose.yml agree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "NOMENCLATURE_"
+
+
+def _env(name: str, default: str | None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service settings. ``Settings.from_env()`` reads them; the field metadata names the variable."""
+
+    kafka_bootstrap_servers: str | None = field(
+        default=None, metadata={"env": "KAFKA_BOOTSTRAP_SERVERS", "doc": "Kafka bootstrap servers; "
+                                "unset = the embedded Tansu broker on 127.0.0.1:NOMENCLATURE_BROKER_PORT."})
+    schema_registry_url: str | None = field(
+        default=None, metadata={"env": "SCHEMA_REGISTRY_URL", "doc": "Confluent-compatible schema registry; "
+                                "unset = the local catalogue in schemas/."})
+    data_dir: Path = field(
+        default=Path(".nomenclature"), metadata={"doc": "All local state: RocksDB tables, models, registry."})
+    app_id: str = field(default="nomenclature", metadata={"doc": "Faust app id (= consumer group id)."})
+    broker_port: int = field(default=19092, metadata={"doc": "Port of the embedded broker."})
+    broker_flavor: str = field(
+        default="auto", metadata={"doc": "auto | kafka | tansu: which broker workarounds to apply "
+                                  "(auto = tansu for the embedded broker, kafka otherwise)."})
+    web_host: str = field(default="127.0.0.1", metadata={"doc": "Bind address of the worker's web server."})
+    web_port: int = field(default=6066, metadata={"doc": "Port of the worker's web server."})
+    partitions: int = field(default=8, metadata={"doc": "Partitions of the topics created at start-up."})
+    replication_factor: int = field(default=1, metadata={"doc": "Replication factor of created topics."})
+    batch_size: int = field(default=1000, metadata={"doc": "Max items per micro-batch."})
+    batch_within_ms: int = field(default=20, metadata={"doc": "Max wait to fill a micro-batch (ms)."})
+    max_name_length: int = field(default=1000, metadata={"doc": "Max characters in name."})
+    max_full_name_length: int = field(default=4000, metadata={"doc": "Max characters in full_name."})
+    top_k: int = field(default=2, metadata={"doc": "Classes listed in top_k."})
+    explain_tokens: int = field(default=3, metadata={"doc": "Tokens listed in explanation."})
+    sample_items: int = field(default=200, metadata={"doc": "Items `make run` publishes."})
+    log_level: str = field(default="info", metadata={"doc": "Worker log level."})
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            env = f.metadata.get("env", ENV_PREFIX + f.name.upper())
+            raw = _env(env, None)
+            if raw is None:
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            try:
+                if kind.startswith("int"):
+                    values[f.name] = int(raw)
+                elif kind.startswith("bool"):
+                    values[f.name] = _bool(raw)
+                elif kind.startswith("Path"):
+                    values[f.name] = Path(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ValueError(f"{env}={raw!r}: {exc}") from None
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.broker_flavor not in {"auto", "kafka", "tansu"}:
+            raise ValueError(f"NOMENCLATURE_BROKER_FLAVOR must be auto, kafka or tansu, not {settings.broker_flavor!r}")
+        return settings
+
+    @staticmethod
+    def env_names() -> dict[str, str]:
+        """Environment variable name -> field name, for docs and checks."""
+        return {f.metadata.get("env", ENV_PREFIX + f.name.upper()): f.name for f in fields(Settings)}
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def is_tansu(self) -> bool:
+        if self.broker_flavor == "auto":
+            return self.embedded_broker
+        return self.broker_flavor == "tansu"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.data_dir / "tables"

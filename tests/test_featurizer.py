@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from models.featurizer import Featurizer
+from models.lexical_cues import SERVICE_STEMS, word_cues
+from models.text_normalization import normalize_text
+
+ITEMS = [
+    {"id": "1", "name": "Ремонт кровли"},
+    {"id": "2", "name": "Картридж HP CF226X"},
+    {"id": "3", "name": "Бумага офисная А4, 500 л."},
+    {"id": "4", "name": "Услуги по техническому обслуживанию кондиционеров"},
+]
+
+
+@pytest.fixture(scope="module")
+def featurizer() -> Featurizer:
+    return Featurizer()
+
+
+def test_normalisation_case_yo_and_punctuation() -> None:
+    assert normalize_text("ЁЛКА Новогодняя") == "елка новогодняя"
+    assert normalize_text("Бумага (А4), 500л.; «Снегурочка»") == "бумага а4 500л снегурочка"
+    assert normalize_text("  Молоко   3,2%  ") == "молоко 3 2"
+
+
+def test_latin_lookalikes_mapped_only_inside_cyrillic_words() -> None:
+    latin_p = "P" + "емонт"  # Latin P followed by Cyrillic letters
+    assert latin_p != "Ремонт"
+    assert normalize_text(latin_p) == "ремонт"
+    assert normalize_text("Kабель cетевой") == "кабель сетевой"  # Latin K and c
+    assert normalize_text("HP") == "hp"
+    assert normalize_text("Картридж HP CF226X") == "картридж hp cf226x"
+    assert normalize_text("Ноутбук Lenovo") == "ноутбук lenovo"
+
+
+def test_lexical_cues() -> None:
+    assert {"svc", "svc:ремонт"} <= set(word_cues("ремонт"))
+    assert "svc:обслуживан" in word_cues("обслуживание")
+    assert "unit" in word_cues("кг")
+    assert "unit" in word_cues("500мл")
+    assert "unit" not in word_cues("в")  # a preposition, not volts
+    assert "model" in word_cues("cf226x")
+    assert "num" in word_cues("500")
+    assert "latin" in word_cues("hp")
+    assert word_cues("кровли") == []
+    assert all(stem == stem.lower() for stem in SERVICE_STEMS)
+
+
+def test_transform_shape_dtype_and_normalisation(featurizer: Featurizer) -> None:
+    features = featurizer.transform(ITEMS)
+    assert isinstance(features, sp.csr_matrix)
+    assert features.shape == (len(ITEMS), 4096)
+    assert features.dtype == np.float32
+    text_block = features[:, : featurizer.n_text_features]
+    np.testing.assert_allclose(sp.linalg.norm(text_block, axis=1), 1.0, rtol=1e-5)
+    assert features[:, featurizer.n_text_features :].nnz == 0  # no structured fields given
+
+
+def test_transform_is_deterministic_across_instances(featurizer: Featurizer) -> None:
+    first = featurizer.transform(ITEMS)
+    again = featurizer.transform(ITEMS)  # warm caches
+    fresh = Featurizer().transform(ITEMS)
+    for other in (again, fresh):
+        assert (first != other).nnz == 0
+    assert Featurizer().version == featurizer.version
+    assert len(featurizer.version) == 12
+
+
+def test_version_depends_on_parameters() -> None:
+    assert Featurizer(n_features=2048).version != Featurizer().version
+    assert Featurizer(ngram_range=(3, 4)).version != Featurizer().version
+    assert Featurizer(cache_size=10).version == Featurizer().version
+
+
+def test_lookalike_spelling_gives_same_vector(featurizer: Featurizer) -> None:
+    mixed = {"name": "P" + "емонт кpовли"}  # Latin P and Latin p
+    clean = {"name": "Ремонт кровли"}
+    assert (featurizer.transform([mixed]) != featurizer.transform([clean])).nnz == 0
+
+
+def test_structured_fields_change_the_vector_in_the_field_block(featurizer: Featurizer) -> None:
+    base = {"name": "Ноутбук Lenovo ThinkPad"}
+    plain = featurizer.transform([base])
+    text_columns = set(plain.indices.tolist())
+    variants = [
+        {"unit": "шт"},
+        {"kind": "Товар"},
+        {"type_hint": "Оборудование"},
+        {"okved_code": "46.51"},
+        {"hs_code": "8471300000"},
+    ]
+    rows = featurizer.transform([{**base, **fields} for fields in variants])
+    field_sets = []
+    for i in range(len(variants)):
+        row = rows[i]
+        assert (row != plain).nnz > 0
+        np.testing.assert_allclose(
+            row[:, : featurizer.n_text_features].toarray(), plain[:, : featurizer.n_text_features].toarray()
+        )
+        field_columns = set(row.indices.tolist()) - text_columns
+        assert field_columns and min(field_columns) >= featurizer.n_text_features
+        field_sets.append(frozenset(field_columns))
+    assert len(set(field_sets)) == len(variants)
+    # Different values of one field give different features.
+    a, b = featurizer.transform([{**base, "okved_code": "46.51"}, {**base, "okved_code": "62.01"}])
+    assert (a != b).nnz > 0
+
+
+def test_full_name_adds_words(featurizer: Featurizer) -> None:
+    name_only = featurizer.transform([{"name": "Ремонт кровли"}])
+    same = featurizer.transform([{"name": "Ремонт кровли", "full_name": "ремонт  кровли."}])
+    longer = featurizer.transform(
+        [{"name": "Ремонт кровли", "full_name": "Ремонт кровли из металлочерепицы"}]
+    )
+    other = featurizer.transform([{"name": "Ремонт кровли", "full_name": "Кровельные работы"}])
+    assert (name_only != same).nnz == 0
+    assert longer.nnz > name_only.nnz
+    assert other.nnz > name_only.nnz
+    words = [
+        w
+        for w, _ in featurizer.tokens_with_columns(
+            {"name": "Ремонт кровли", "full_name": "Кровельные работы"}
+        )
+    ]
+    assert words == ["ремонт", "кровли", "кровельные", "работы"]
+
+
+def test_empty_item_gives_zero_row(featurizer: Featurizer) -> None:
+    features = featurizer.transform([{"id": "x", "name": None}, {"id": "y", "name": "  ,. "}])
+    assert features.shape == (2, 4096)
+    assert features.nnz == 0
+    assert featurizer.tokens_with_columns({"id": "x", "name": None}) == []
+
+
+def test_tokens_with_columns_cover_the_text_features(featurizer: Featurizer) -> None:
+    item = {"name": "Услуги по ремонту, кровли"}
+    tokens = featurizer.tokens_with_columns(item)
+    assert [word for word, _ in tokens] == ["услуги", "по", "ремонту", "кровли"]
+    row_columns = set(featurizer.transform([item]).indices.tolist())
+    token_columns = set().union(*(set(columns) for _, columns in tokens))
+    assert token_columns == row_columns  # every text feature belongs to some word and nothing else
+    remont = dict(tokens)["ремонту"]
+    assert featurizer._text_column("c:svc") in remont
+    assert featurizer._text_column("w:ремонту") in remont
+    assert featurizer._text_column("g: ре") in remont
+
+
+def test_token_matrix_decomposes_the_text_block(featurizer: Featurizer) -> None:
+    items = [*ITEMS, {"name": "Ремонт ремонт", "unit": "усл. ед."}]
+    features, tokens = featurizer.transform_with_tokens(items)
+    owner = sp.csr_matrix(
+        (np.ones(len(tokens.words)), (tokens.item_index, np.arange(len(tokens.words)))),
+        shape=(len(items), len(tokens.words)),
+    )
+    summed = (owner @ tokens.matrix).toarray()
+    text = featurizer.n_text_features
+    np.testing.assert_allclose(summed[:, :text], features[:, :text].toarray(), atol=1e-6)
+    assert not summed[:, text:].any()
+    assert features[-1, text:].nnz > 0  # the unit is in the field block, outside every word's share
+
+
+def test_digest_is_stable_and_discriminates(featurizer: Featurizer) -> None:
+    digests = featurizer.feature_digest(ITEMS)
+    assert digests == Featurizer().feature_digest(ITEMS)
+    assert len(set(digests)) == len(ITEMS)
+    assert all(len(d) == 16 and int(d, 16) >= 0 for d in digests)
+    features = featurizer.transform(ITEMS)
+    assert [Featurizer.digest(features[i]) for i in range(len(ITEMS))] == digests
+    assert featurizer.feature_digest([{**ITEMS[0], "unit": "м2"}]) != digests[:1]
+
+
+def test_bounded_caches_do_not_change_output(featurizer: Featurizer) -> None:
+    tiny = Featurizer(cache_size=3)
+    for _ in range(2):
+        assert (tiny.transform(ITEMS) != featurizer.transform(ITEMS)).nnz == 0
+    assert len(tiny._words) <= 3 and len(tiny._bigrams) <= 3
+
+
+def test_pickle_round_trip(featurizer: Featurizer) -> None:
+    featurizer.transform(ITEMS)
+    restored = pickle.loads(pickle.dumps(featurizer))
+    assert restored.version == featurizer.version
+    assert restored._words == {}  # caches are not persisted
+    assert (restored.transform(ITEMS) != featurizer.transform(ITEMS)).nnz == 0
