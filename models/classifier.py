@@ -63,11 +63,20 @@ class Classifier:
             features, tokens = self.featurizer.transform_with_tokens(items)
         else:
             features, tokens = self.featurizer.transform(items), None
+        return self.predict_features(features, tokens, top_k=top_k, explain=explain)
+
+    def predict_features(
+        self, features: sp.csr_matrix, tokens: TokenMatrix | None, top_k: int = 2, explain: int = 3
+    ) -> list[Prediction]:
+        """As `predict`, on rows the featurizer already made (`tokens` None: no explanation)."""
+        if features.shape[0] == 0:
+            return []
         hidden, proba = forward(self.model, features)
         predicted = proba.argmax(axis=1)
-        explanations = (
-            [[] for _ in items] if tokens is None else self._explain(hidden, predicted, tokens, explain)
-        )
+        if tokens is None or explain <= 0:
+            explanations: list[list[tuple[str, float]]] = [[] for _ in range(features.shape[0])]
+        else:
+            explanations = self._explain(hidden, predicted, tokens, explain)
 
         labels = self.labels
         k = max(1, min(top_k, len(labels)))

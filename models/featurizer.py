@@ -331,7 +331,10 @@ class Featurizer:
         return digest.hexdigest()[:16]
 
     def feature_digest(self, items: Sequence[Mapping[str, Any]]) -> list[str]:
-        features = self.transform(items)
+        return self.row_digests(self.transform(items))
+
+    def row_digests(self, features: sp.csr_matrix) -> list[str]:
+        """`digest` of every row of a matrix this featurizer made."""
         ptr = features.indptr
         return [
             self._digest_arrays(

@@ -51,10 +51,14 @@ class Settings:
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor of created topics."})
     batch_size: int = field(default=1000, metadata={"doc": "Max items per micro-batch."})
     batch_within_ms: int = field(default=20, metadata={"doc": "Max wait to fill a micro-batch (ms)."})
+    topic_discovery_seconds: int = field(
+        default=30, metadata={"doc": "How often the worker looks for new nomenclature.raw.<source> topics."})
     max_name_length: int = field(default=1000, metadata={"doc": "Max characters in name."})
     max_full_name_length: int = field(default=4000, metadata={"doc": "Max characters in full_name."})
     top_k: int = field(default=2, metadata={"doc": "Classes listed in top_k."})
     explain_tokens: int = field(default=3, metadata={"doc": "Tokens listed in explanation."})
+    dead_letter_max_bytes: int = field(
+        default=262144, metadata={"doc": "Original value bytes kept in a dead letter (longer ones are cut, noted)."})
     sample_items: int = field(default=200, metadata={"doc": "Items `make run` publishes."})
     log_level: str = field(default="info", metadata={"doc": "Worker log level."})
 
@@ -81,7 +85,9 @@ class Settings:
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.broker_flavor not in {"auto", "kafka", "tansu"}:
-            raise ValueError(f"NOMENCLATURE_BROKER_FLAVOR must be auto, kafka or tansu, not {settings.broker_flavor!r}")
+            raise ValueError(
+                f"NOMENCLATURE_BROKER_FLAVOR must be auto, kafka or tansu, not {settings.broker_flavor!r}"
+            )
         return settings
 
     @staticmethod

@@ -55,12 +55,15 @@ def wait_for_metadata(bootstrap: str, timeout: float = 20.0) -> None:
             await admin.close()
 
     deadline = time.monotonic() + timeout
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
+            # a plain connect first, so aiokafka does not log refused connections while the broker boots
+            socket.create_connection((host, int(port)), timeout=1).close()
             asyncio.run(probe())
             return
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (KafkaError, OSError) as exc:
             last = exc
             time.sleep(0.1)
     raise TimeoutError(f"broker at {bootstrap} did not answer a metadata request within {timeout:.0f}s: {last!r}")
@@ -90,7 +93,7 @@ class EmbeddedBroker:
             )
         url = f"tcp://{self.bootstrap}"
         cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
         try:

@@ -1,0 +1,134 @@
+"""The Faust app: raw topics → classify agent (micro-batches) → classified / rejected, plus web views."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import faust
+from mode import Service
+
+from models.classifier import Classifier
+from models.registry import ModelRegistry
+from schemas import catalogue_from_url
+from streams import broker_quirks, item_table, views
+from streams.codes import load_code_lists
+from streams.emit import BatchProducer
+from streams.messages import RawMessage
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+from streams.stats import Stats
+from streams.topics import raw_topics as raw_topics_now
+from streams.validation import Validator
+
+log = logging.getLogger(__name__)
+
+
+class NoModelError(RuntimeError):
+    pass
+
+
+def load_champion(settings: Settings) -> Classifier:
+    registry = ModelRegistry(settings.models_dir)
+    if registry.champion() is None:
+        raise NoModelError(
+            f"no trained model in {settings.models_dir}: run `nomenclature train` first "
+            "(or `nomenclature worker --train-if-missing`)"
+        )
+    return registry.load("champion")
+
+
+class Runner:
+    """What the agent does with one micro-batch; owns the pipeline, the producer and the counters."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, items: item_table.ItemTable) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.items = items
+        self.producer = BatchProducer(settings.bootstrap_servers)
+        self.stats = Stats()
+
+    async def handle(self, events: list[faust.EventT]) -> None:
+        started = time.perf_counter()
+        messages = [_raw_message(event) for event in events]
+        loop = asyncio.get_running_loop()
+        # Featurizing and scoring run in a thread so the event loop keeps serving heartbeats and fetches.
+        result = await loop.run_in_executor(None, self.pipeline.process, messages, self.items.get)
+        changelog = self.items.stage(result.table_updates)
+        delivered = await self.producer.send_all(result.outputs + changelog)
+        self.items.persisted(delivered)
+        self.stats.record(messages, result.counts, time.perf_counter() - started)
+
+
+def _raw_message(event: faust.EventT) -> RawMessage:
+    message = event.message
+    timestamp = message.timestamp
+    return RawMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=None if timestamp is None else round(timestamp * 1000),
+        key=event.key,
+        value=event.value,
+    )
+
+
+def create_app(
+    settings: Settings, raw_topics: list[str], classifier: Classifier | None = None
+) -> faust.App:
+    """The worker's app, consuming ``raw_topics`` (see ``streams.topics.raw_topics``)."""
+    broker_quirks.apply(settings.is_tansu, settings.bootstrap_servers)
+    classifier = classifier or load_champion(settings)
+    settings.tables_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="rocksdb://",
+        datadir=str(Path(settings.tables_dir).resolve()),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+        producer_acks=-1,
+        **broker_quirks.faust_settings(settings.is_tansu),
+    )
+    # Faust's pattern subscription does not work with aiokafka ("XXX pattern does not work" in its driver):
+    # the topics matching RAW_PATTERN are listed at start and re-listed by `discover_sources`.
+    raw = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
+    items = item_table.ItemTable(item_table.declare(app, settings.partitions))
+    pipeline = Pipeline(
+        settings,
+        classifier,
+        catalogue_from_url(settings.schema_registry_url),
+        Validator(load_code_lists(), settings.max_name_length, settings.max_full_name_length),
+    )
+    runner = Runner(settings, pipeline, items)
+    within = settings.batch_within_ms / 1000
+
+    @app.agent(raw, name="classify")
+    async def classify(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=within):
+            await runner.handle(list(events))
+
+    @app.timer(settings.topic_discovery_seconds)
+    async def discover_sources() -> None:
+        found = [t for t in await raw_topics_now(settings.bootstrap_servers) if t not in raw.topics]
+        if found:
+            log.info("new raw topics %s: subscribing", found)
+            raw.topics.extend(found)
+            app.topics._flag_changes()  # the conductor re-reads channel topics and resubscribes
+
+    @app.service
+    class ProducerLifecycle(Service):
+        async def on_stop(self) -> None:
+            await runner.producer.stop()
+
+    views.register(app, settings, runner)
+    app.nomenclature_runner = runner  # type: ignore[attr-defined]
+    return app

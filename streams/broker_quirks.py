@@ -1,0 +1,97 @@
+"""The one place where the service works around defects of the embedded broker (Tansu 0.6.0).
+
+Measured defect that matters here: a ListOffsets "latest" answer is the base offset of the partition's
+LAST BATCH + 1, not the log end, whenever batches hold more than one record (3 batches of 100 records
+report 201 instead of 300). The high-water mark carried by every Fetch response is right.
+
+Consequences without a workaround: Faust changelog recovery after a restart crashes with
+``ConsistencyError: The persisted offset ... is higher than the last offset in that topic (highwater)``
+and every lag figure is wrong.
+
+Two workarounds were measured on this machine (100k records, one worker, 8 partitions):
+
+* one record per producer batch (``producer_max_batch_size=1``): ListOffsets becomes right, but each
+  partition then moves one record per produce round trip — the output path fell from ≈7.3k to ≈3.8k
+  items/s, and every producer of every topic (including users' own) would have to comply;
+* ask the broker the way it answers correctly: read end offsets from a Fetch response's high-water
+  mark. This costs one fetch per recovery or per lag probe and leaves producers free to batch.
+
+The service uses the second: :func:`fetched_end_offsets` is what Faust's consumer uses for end offsets
+when ``Settings.is_tansu`` (:func:`apply`), and what ``/stats`` and the tools use for lag.
+On Apache Kafka nothing is patched: ListOffsets is trusted.
+
+Tansu also completes a consumer group's first join only after half the session timeout (measured:
+3 s at 6 s, 5 s at 10 s, 30 s at Faust's default 60 s), so on Tansu the worker uses a 10 s session
+timeout (:func:`faust_settings`): a worker is ready within seconds, and a killed one is noticed sooner.
+
+Other Tansu defects and how the design avoids them (never relied upon):
+no idempotent/transactional aiokafka producer (we run at-least-once with deterministic output keys),
+aborted transactions visible (no transactions), ``offsets_for_times`` answers 0 (not used),
+compaction/retention not enforced (memory grows with traffic; the embedded broker is for dev/test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+async def fetched_end_offsets(
+    bootstrap: str, partitions: Iterable[Any], timeout: float = 10.0
+) -> dict[Any, int]:
+    """End offset (next offset to be written) of each partition, from Fetch high-water marks.
+
+    ``partitions`` are (topic, partition) pairs (aiokafka's or Faust's); the answer is keyed by them.
+    """
+    asked = list(partitions)
+    if not asked:
+        return {}
+    tps = [TopicPartition(tp[0], tp[1]) for tp in asked]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        # ListOffsets is a lower bound here; fetching from just below it reads little.
+        lower = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(lower[tp] - 1, 0))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(consumer.highwater(tp) is None for tp in tps):
+            if loop.time() > deadline:
+                missing = [tp for tp in tps if consumer.highwater(tp) is None]
+                raise TimeoutError(f"no fetch high-water mark within {timeout}s for {missing}")
+            await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+        return {original: int(consumer.highwater(tp)) for original, tp in zip(asked, tps, strict=True)}
+    finally:
+        await consumer.stop()
+
+
+def faust_settings(is_tansu: bool) -> dict[str, Any]:
+    """Faust settings that differ on Tansu."""
+    if not is_tansu:
+        return {}
+    return {"broker_session_timeout": 10.0, "broker_heartbeat_interval": 2.0}
+
+
+def apply(is_tansu: bool, bootstrap: str) -> None:
+    """Make Faust's consumer read end offsets from fetch high-water marks (Tansu only)."""
+    if not is_tansu:
+        return
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread, "_nomenclature_patched", False):
+        return
+
+    async def _highwaters(self: Any, partitions: list[TopicPartition]) -> Mapping[TopicPartition, int]:
+        return await fetched_end_offsets(bootstrap, partitions)
+
+    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._nomenclature_patched = True  # type: ignore[attr-defined]
+    log.info("broker quirks: Tansu — end offsets read from fetch high-water marks")

@@ -1,0 +1,59 @@
+"""The records the pipeline reads and writes, independent of Faust."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """One record as read from a raw topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def source(self) -> dict[str, Any]:
+        """The SourcePosition record of the output schemas."""
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp_ms,
+        }
+
+
+@dataclass(slots=True)
+class OutRecord:
+    """A record to produce: Avro value bytes, key bytes, the source's event time."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class TableUpdate:
+    """New per-item state for the item table, written to the source record's partition."""
+
+    partition: int
+    key: str
+    value: dict[str, Any]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outputs: list[OutRecord] = field(default_factory=list)
+    table_updates: list[TableUpdate] = field(default_factory=list)
+    # (topic, outcome, code): outcome is classified | rejected | duplicate; code '' unless rejected
+    counts: list[tuple[str, str, str]] = field(default_factory=list)

@@ -1,0 +1,85 @@
+"""Every topic of the service, declared once: name, key, Avro value schema, role."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import CLASSIFIED_SCHEMA, ITEM_SCHEMA, REJECTED_SCHEMA
+
+RAW = "nomenclature.raw"
+# Sources may publish to their own topic nomenclature.raw.<source>; the worker subscribes by pattern.
+RAW_PATTERN = r"^nomenclature\.raw(\.[A-Za-z0-9_-]+)?$"
+CLASSIFIED = "nomenclature.classified"
+REJECTED = "nomenclature.rejected"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    schema: dict[str, Any]
+    role: str
+
+    @property
+    def subject(self) -> str:
+        """Schema-registry subject (TopicNameStrategy)."""
+        return f"{self.name}-value"
+
+
+TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicSpec(RAW, ITEM_SCHEMA, "input: NomenclatureItem keyed by item id"),
+        TopicSpec(CLASSIFIED, CLASSIFIED_SCHEMA, "output: ClassifiedItem keyed by item id"),
+        TopicSpec(REJECTED, REJECTED_SCHEMA, "dead letters: RejectedRecord keyed by the original key"),
+    )
+}
+
+_RAW_RE = re.compile(RAW_PATTERN)
+
+
+def is_raw_topic(name: str) -> bool:
+    return _RAW_RE.match(name) is not None
+
+
+def spec_for(topic: str) -> TopicSpec:
+    """The spec of a declared topic; any nomenclature.raw.<source> topic shares the raw spec."""
+    if topic in TOPICS:
+        return TOPICS[topic]
+    if is_raw_topic(topic):
+        return TopicSpec(topic, ITEM_SCHEMA, TOPICS[RAW].role)
+    raise KeyError(f"{topic!r} is not a topic of this service (declared: {', '.join(TOPICS)})")
+
+
+async def raw_topics(bootstrap: str) -> list[str]:
+    """Existing topics matching RAW_PATTERN (always including nomenclature.raw)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return sorted({RAW} | {name for name in names if is_raw_topic(name)})
+
+
+async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int) -> list[str]:
+    """Create the declared topics that do not exist yet; return the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in TOPICS if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(n, partitions, replication_factor) for n in missing])
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+        return missing
+    finally:
+        await admin.close()

@@ -1,0 +1,205 @@
+"""``nomenclature``: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from streams.settings import Settings
+
+T = TypeVar("T")
+BUNDLED_DATA = Path(__file__).resolve().parent.parent / "models" / "data" / "okpd2_labeled.csv"
+SAMPLE_ITEMS = Path(__file__).resolve().parent.parent / "connectors" / "samples" / "sample_items.csv"
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion in a private thread, leaving the main thread's event loop alone."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="nomenclature-sync")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def ensure_model(settings: Settings, data: Path = BUNDLED_DATA) -> str:
+    """The champion's version, training one on the bundled data if the registry has none."""
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.models_dir)
+    champion = registry.champion()
+    if champion is not None:
+        return champion.version
+    return cmd_train(argparse.Namespace(data=data, seed=42, max_epochs=30, notes="trained at first start"), settings)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> str:
+    from models.registry import ModelRegistry
+    from models.training import train
+
+    classifier, metrics = train(Path(args.data), seed=args.seed, max_epochs=args.max_epochs)
+    record = ModelRegistry(settings.models_dir).register(classifier, metrics, Path(args.data), notes=args.notes)
+    summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "best_epoch", "epochs_run", "rows_per_s_per_epoch", "train_seconds")}
+    print(json.dumps({"version": record.version, "sha256": record.artifact_sha256, **summary}, ensure_ascii=False))
+    return record.version
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
+    from tools.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(args.port or settings.broker_port).start()
+    print(f"embedded broker (Tansu) listening on {broker.bootstrap}; Ctrl-C stops it", flush=True)
+    try:
+        assert broker.process is not None
+        broker.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    import faust
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics, raw_topics
+    from tools.broker import EmbeddedBroker, port_is_free
+
+    broker = None
+    if settings.embedded_broker and port_is_free(settings.broker_port):
+        broker = EmbeddedBroker(settings.broker_port).start()
+        print(f"started the embedded broker on {broker.bootstrap}", flush=True)
+    try:
+        if args.train_if_missing:
+            ensure_model(settings)
+        run_sync(ensure_topics(settings.bootstrap_servers, settings.partitions, settings.replication_factor))
+        app = create_app(settings, run_sync(raw_topics(settings.bootstrap_servers)))
+        worker = faust.Worker(app, loglevel=settings.log_level)
+        worker.execute_from_commandline()
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
+    from models.batch import predict_csv
+    from models.registry import ModelRegistry
+
+    classifier = ModelRegistry(settings.models_dir).load(args.model)
+    rows = predict_csv(Path(args.input), Path(args.output), classifier, explain=args.explain)
+    print(f"{rows} rows classified with {classifier.version} -> {args.output}", file=sys.stderr)
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
+    from connectors.files import read_items
+    from connectors.kafka_io import produce_items
+    from schemas import catalogue_from_url
+
+    catalogue = catalogue_from_url(settings.schema_registry_url)
+    items = read_items(Path(args.input))
+    sent = run_sync(produce_items(settings.bootstrap_servers, args.topic, items, catalogue, rate=args.rate))
+    print(f"{sent} items sent to {args.topic}", file=sys.stderr)
+
+
+def cmd_consume(args: argparse.Namespace, settings: Settings) -> None:
+    from connectors.kafka_io import read_topic
+    from schemas import catalogue_from_url
+
+    catalogue = catalogue_from_url(settings.schema_registry_url)
+
+    async def dump() -> None:
+        async for record in read_topic(settings.bootstrap_servers, args.topic, catalogue,
+                                       limit=args.limit, follow=args.follow):
+            print(json.dumps(record, ensure_ascii=False, default=_json_default), flush=True)
+
+    run_sync(dump())
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from tools.demo import run_demo
+
+    run_demo(settings, SAMPLE_ITEMS, keep_running=args.serve)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from streams.topics import CLASSIFIED, RAW
+
+    parser = argparse.ArgumentParser(prog="nomenclature", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu) in the foreground")
+    p.add_argument("--port", type=int, help="default NOMENCLATURE_BROKER_PORT")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("worker", help="run a stream worker (starts the embedded broker if none is configured)")
+    p.add_argument("--train-if-missing", action="store_true", help="train a model first if there is none")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("train", help="train an MLP on a labelled CSV (name,label,...) and register it")
+    p.add_argument("--data", default=BUNDLED_DATA, help="labelled CSV (default: the bundled ОКПД2 set)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--notes", default="")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="classify a CSV offline with the champion model")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--explain", action="store_true", help="add the words that drove each decision")
+    p.add_argument("--model", default="champion", help="model version or alias")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("produce", help="publish items from a CSV or JSONL file as Avro records")
+    p.add_argument("--input", required=True)
+    p.add_argument("--topic", default=RAW)
+    p.add_argument("--rate", type=float, help="items per second (default: as fast as possible)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("consume", help="print a topic's records, decoded, as JSON lines")
+    p.add_argument("--topic", default=CLASSIFIED)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--follow", action="store_true", help="keep waiting for new records")
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("demo", help="embedded broker + worker + sample items; prints the results (make run)")
+    p.add_argument("--serve", action="store_true", help="keep the worker running afterwards")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"nomenclature: bad setting: {exc}") from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    args.func(args, settings)
+
+
+if __name__ == "__main__":
+    main()

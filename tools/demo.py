@@ -1,0 +1,95 @@
+"""``make run``: embedded broker, a model (trained at first start), a worker, sample items, results."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from streams.settings import Settings
+from streams.topics import CLASSIFIED, RAW, REJECTED
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    env["NOMENCLATURE_BROKER_FLAVOR"] = "tansu" if settings.is_tansu else "kafka"
+    env["NOMENCLATURE_DATA_DIR"] = str(settings.data_dir)
+    return env
+
+
+def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> None:
+    from connectors.files import read_items
+    from connectors.kafka_io import produce_items, read_topic
+    from schemas import catalogue_from_url
+    from tools.broker import EmbeddedBroker
+    from tools.cli import ensure_model, run_sync
+
+    started = time.monotonic()
+    broker = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker(settings.broker_port).start()
+        print(f"[demo] embedded broker (Tansu) on {broker.bootstrap}", flush=True)
+        settings = dataclasses.replace(settings, kafka_bootstrap_servers=broker.bootstrap, broker_flavor="tansu")
+    worker = None
+    try:
+        version = ensure_model(settings)
+        print(f"[demo] champion model {version} ({time.monotonic() - started:.0f}s)", flush=True)
+        worker = subprocess.Popen([sys.executable, "-m", "tools.cli", "worker"], env=_env(settings))
+        catalogue = catalogue_from_url(settings.schema_registry_url)
+        items = list(read_items(samples))
+        sent = run_sync(produce_items(settings.bootstrap_servers, RAW, items, catalogue))
+        print(f"[demo] published {sent} sample items to {RAW}", flush=True)
+        classified, rejected = _collect(settings, catalogue, sent, read_topic, run_sync, worker)
+        print(f"\n[demo] {CLASSIFIED}: {len(classified)} items "
+              f"({time.monotonic() - started:.0f}s after start)", flush=True)
+        for record in classified:
+            value = record["value"]
+            words = ", ".join(e["token"] for e in value["explanation"])
+            print(f"  {value['label']:<8} {value['confidence']:.3f}  {value['item']['name']}  [{words}]")
+        print(f"\n[demo] {REJECTED}: {len(rejected)} records", flush=True)
+        for record in rejected:
+            value = record["value"]
+            reasons = "; ".join(f"{e['code']}: {e['message']}" for e in value["errors"])
+            print(f"  {value['item_id']} ({value['stage']}) {reasons}")
+        print(f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}/health "
+              f"and /stats", flush=True)
+        if keep_running:
+            print("[demo] worker keeps running; Ctrl-C stops it", flush=True)
+            worker.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if broker is not None:
+            broker.stop()
+
+
+def _collect(settings, catalogue, expected, read_topic, run_sync, worker, timeout: float = 90.0):
+    """Read both output topics until every published item is accounted for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async def read(topic: str) -> list[dict]:
+            try:
+                return [r async for r in read_topic(settings.bootstrap_servers, topic, catalogue, idle_timeout=1)]
+            except LookupError:
+                return []
+
+        classified = run_sync(read(CLASSIFIED))
+        rejected = run_sync(read(REJECTED))
+        if len(classified) + len(rejected) >= expected:
+            return classified, rejected
+        if worker.poll() is not None:
+            raise SystemExit(f"[demo] the worker exited with code {worker.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"[demo] only {len(classified) + len(rejected)} of {expected} items came out")
+        time.sleep(1)
