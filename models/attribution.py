@@ -58,4 +58,6 @@ def token_scores(model: MLPClassifier, tokens: TokenMatrix, deltas: np.ndarray) 
     if tokens.matrix.shape[0] == 0:
         return np.zeros(0, dtype=np.float64)
     projected = np.asarray(tokens.matrix @ model.coefs_[0])
-    return np.einsum("ij,ij->i", projected, deltas[tokens.item_index]).astype(np.float64)
+    # gathered in the first layer's dtype: per word occurrence, a 512-wide row of the owning item's delta
+    item_deltas = deltas.astype(projected.dtype, copy=False)[tokens.item_index]
+    return np.einsum("ij,ij->i", projected, item_deltas).astype(np.float64)

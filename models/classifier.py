@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,9 @@ from sklearn.neural_network import MLPClassifier
 
 from models.attribution import first_layer_deltas, forward, token_scores
 from models.featurizer import Featurizer, TokenMatrix
+
+# Outputs are rounded so that they do not depend on the batch an item was scored in (see `net`).
+ROUND_DIGITS = 9
 
 
 @dataclass
@@ -41,12 +45,38 @@ class Classifier:
         self.featurizer_version = featurizer_version or featurizer.version
         self.labels: list[str] = [str(label) for label in model.classes_]
 
+    @property
+    def net(self) -> SimpleNamespace:
+        """The network as used for inference (built on first use, not pickled).
+
+        Dense float32 matrix products give results that depend on the batch's shape (BLAS picks kernels
+        by size), so one item scored in two different micro-batches could differ in the 7th digit. The
+        sparse first layer computes each row on its own (deterministic) and stays float32, the fast
+        part; the dense layers run in float64 and outputs are rounded to ROUND_DIGITS, so a re-delivered
+        item gets the same output as the first time.
+        """
+        net = self.__dict__.get("_net")
+        if net is None:
+            model = self.model
+            net = self.__dict__["_net"] = SimpleNamespace(
+                coefs_=[model.coefs_[0]] + [np.asarray(c, dtype=np.float64) for c in model.coefs_[1:]],
+                intercepts_=[model.intercepts_[0]] + [np.asarray(b, dtype=np.float64) for b in model.intercepts_[1:]],
+                activation=model.activation,
+                out_activation_=model.out_activation_,
+            )
+        return net
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_net", None)
+        return state
+
     def __repr__(self) -> str:
         return f"Classifier(version={self.version!r}, featurizer_version={self.featurizer_version!r})"
 
     def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
         """Class probabilities (n, n_classes) in the order of `labels`."""
-        return forward(self.model, features)[1]
+        return forward(self.net, features)[1]
 
     def predict(
         self, items: Sequence[Mapping[str, Any]], top_k: int = 2, explain: int = 3
@@ -71,7 +101,8 @@ class Classifier:
         """As `predict`, on rows the featurizer already made (`tokens` None: no explanation)."""
         if features.shape[0] == 0:
             return []
-        hidden, proba = forward(self.model, features)
+        hidden, proba = forward(self.net, features)
+        proba = np.round(proba, ROUND_DIGITS)
         predicted = proba.argmax(axis=1)
         if tokens is None or explain <= 0:
             explanations: list[list[tuple[str, float]]] = [[] for _ in range(features.shape[0])]
@@ -98,8 +129,8 @@ class Classifier:
     def _explain(
         self, hidden: list[np.ndarray], predicted: np.ndarray, tokens: TokenMatrix, explain: int
     ) -> list[list[tuple[str, float]]]:
-        deltas = first_layer_deltas(self.model, hidden, predicted)
-        scores = token_scores(self.model, tokens, deltas)
+        deltas = first_layer_deltas(self.net, hidden, predicted)
+        scores = np.round(token_scores(self.net, tokens, deltas), ROUND_DIGITS)
         per_item: list[dict[str, float]] = [{} for _ in range(len(predicted))]
         for item, word, score in zip(tokens.item_index.tolist(), tokens.words, scores.tolist(), strict=True):
             weights = per_item[item]

@@ -108,17 +108,20 @@ class AvroSerde:
             self._schema_id = self.catalogue.id_for(self.subject, self.reader_schema)
         return self._schema_id
 
-    def encode(self, record: Mapping[str, Any]) -> bytes:
+    def encode(self, record: Mapping[str, Any], *, validate: bool = True) -> bytes:
         """Confluent-framed Avro bytes; ValueError if the record does not fit the schema.
 
-        Keys that are not fields of the schema are ignored (as fastavro does).
+        Keys that are not fields of the schema are ignored (as fastavro does). ``validate=False`` skips
+        the full check (≈ 100 µs for a ClassifiedItem) for records the service builds itself from typed
+        values; fastavro's writer still refuses wrong types, but not out-of-range numbers.
         """
         if self._normalise is not None:
             record = self._normalise(record)
-        try:
-            self._validate(record)
-        except Invalid as exc:
-            raise ValueError(f"record does not fit Avro schema {self._name}: {exc}") from None
+        if validate:
+            try:
+                self._validate(record)
+            except Invalid as exc:
+                raise ValueError(f"record does not fit Avro schema {self._name}: {exc}") from None
         buf = io.BytesIO()
         buf.write(_HEADER.pack(MAGIC_BYTE, self.schema_id))
         try:

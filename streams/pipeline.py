@@ -129,7 +129,7 @@ class Pipeline:
         }
         key = item["id"].encode("utf-8")
         result.outputs.append(
-            OutRecord(CLASSIFIED, key, self.classified_serde.encode(record), message.timestamp_ms)
+            OutRecord(CLASSIFIED, key, self.classified_serde.encode(record, validate=False), message.timestamp_ms)
         )
         result.table_updates.append(
             TableUpdate(

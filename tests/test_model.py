@@ -141,6 +141,17 @@ def test_predict_returns_consistent_predictions(classifier: Classifier) -> None:
     assert len(classifier.predict([{"name": "Ремонт кровли"}], top_k=1)[0].top_k) == 1
 
 
+def test_outputs_do_not_depend_on_the_micro_batch(classifier: Classifier) -> None:
+    # a re-delivered item is scored in another batch; its output must be identical (at-least-once)
+    names = [f"{word} {i}" for i, word in enumerate(["Ремонт насоса", "Бумага А4", "Аренда офиса", "Кабель"] * 60)]
+    items = [{"name": n, "full_name": n} for n in names]
+    whole = classifier.predict(items, explain=3)
+    for size in (1, 7, 100):
+        for start in range(0, len(items), size):
+            part = classifier.predict(items[start : start + size], explain=3)
+            assert part == whole[start : start + size]
+
+
 def test_predict_proba_matches_sklearn(classifier: Classifier) -> None:
     features = classifier.featurizer.transform([{"name": n} for n in NAMES])
     np.testing.assert_allclose(

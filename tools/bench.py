@@ -1,0 +1,283 @@
+"""Benchmark: raw → classified throughput next to a same-run ceiling, and end-to-end latency.
+
+    python -m tools.bench [--items 100000] [--rate 1000] [--seconds 20]
+
+1. Throughput: ``--items`` Avro items are published to ``nomenclature.raw``, then one worker
+   (``nomenclature worker``) drains the backlog; items/s = items / (last − first ``classified_at``).
+2. Ceiling, same run, same broker, same records: a Faust agent that only consumes (no decode,
+   no work, no output) drains an identical backlog; items/s from its first to its last record.
+3. Latency: with the worker caught up, items are offered at ``--rate`` per second for ``--seconds``;
+   latency = when a consumer of ``nomenclature.classified`` receives the result − the input record's
+   timestamp (set by the producer at send). p50 / p99 / max.
+
+Uses the embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas import AvroSerde, LocalCatalogue
+from streams.broker_quirks import fetched_end_offsets
+from streams.settings import Settings
+from streams.topics import CLASSIFIED, RAW, TOPICS, ensure_topics
+from tools.broker import EmbeddedBroker, free_port
+from tools.cli import BUNDLED_DATA, ensure_model, run_sync
+
+CEILING_TOPIC = "bench.ceiling"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_records(n: int) -> list[tuple[bytes, bytes]]:
+    with BUNDLED_DATA.open(encoding="utf-8") as handle:
+        names = [row["name"] for row in csv.DictReader(handle)]
+    serde = AvroSerde(LocalCatalogue(), TOPICS[RAW].subject, TOPICS[RAW].schema)
+    units = ["шт", "кг", "усл. ед.", "м", None]
+    records = []
+    for i in range(n):
+        item = {"id": f"b-{i}", "name": names[i % len(names)], "full_name": names[(i * 7) % len(names)],
+                "unit": units[i % len(units)], "country": "RU", "source": "bench"}
+        records.append((item["id"].encode(), serde.encode(item)))
+    return records
+
+
+async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+def ceiling_worker(bootstrap: str, topic: str, n: int, data_dir: str, flavor: str) -> None:
+    """Run in a child process: a consume-only Faust agent; prints CEILING <items/s> after n records."""
+    import faust
+
+    from streams import broker_quirks
+
+    broker_quirks.apply(flavor == "tansu", bootstrap)
+    app = faust.App(f"bench-ceiling-{os.getpid()}", broker=f"kafka://{bootstrap}", datadir=data_dir,
+                    web_enabled=False, consumer_auto_offset_reset="earliest",
+                    **broker_quirks.faust_settings(flavor == "tansu"))
+    source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    state = {"n": 0, "t0": 0.0}
+
+    @app.agent(source)
+    async def count(stream: faust.StreamT) -> None:
+        async for _value in stream:
+            if state["n"] == 0:
+                state["t0"] = time.perf_counter()
+            state["n"] += 1
+            if state["n"] >= n:
+                print(f"CEILING {(n - 1) / (time.perf_counter() - state['t0']):.1f}", flush=True)
+                os._exit(0)
+
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    app.main()
+
+
+def run_ceiling(bootstrap: str, flavor: str, n: int, tmp: Path) -> float:
+    cmd = [sys.executable, "-m", "tools.bench", "--ceiling-worker", bootstrap, CEILING_TOPIC, str(n),
+           str(tmp / "ceiling"), flavor]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    for line in out.stdout.splitlines() + out.stderr.splitlines():
+        if "CEILING" in line:
+            return float(line.rsplit("CEILING", 1)[1].split()[0])
+    raise RuntimeError(f"ceiling worker failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def http_json(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def classified_times(bootstrap: str) -> list[int]:
+    serde = AvroSerde(LocalCatalogue(), TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(CLASSIFIED, p) for p in consumer.partitions_for_topic(CLASSIFIED) or ()]
+        ends = await fetched_end_offsets(bootstrap, tps)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        times: list[int] = []
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            for tp, records in (await consumer.getmany(*pending, timeout_ms=1000)).items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        times.append(serde.decode(record.value)["classified_at"])
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+        return [int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t) for t in times]
+    finally:
+        await consumer.stop()
+
+
+async def measure_latency(bootstrap: str, rate: int, seconds: int) -> list[float]:
+    """Offer `rate` items/s for `seconds`; return per-item latency in ms (input timestamp → result read)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    await consumer.topics()
+    tps = [TopicPartition(CLASSIFIED, p) for p in consumer.partitions_for_topic(CLASSIFIED) or ()]
+    consumer.assign(tps)
+    for tp, end in (await fetched_end_offsets(bootstrap, tps)).items():
+        consumer.seek(tp, end)
+    serde = AvroSerde(LocalCatalogue(), TOPICS[RAW].subject, TOPICS[RAW].schema)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    total = rate * seconds
+    latencies: list[float] = []
+
+    async def offer() -> None:
+        started = time.perf_counter()
+        for i in range(total):
+            ahead = i / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            item = {"id": f"lat-{i}", "name": f"Ремонт насоса {i}", "full_name": f"Ремонт насоса {i}"}
+            await producer.send(RAW, serde.encode(item), key=item["id"].encode(),
+                                timestamp_ms=int(time.time() * 1000))
+        await producer.flush()
+
+    async def receive() -> None:
+        deadline = time.monotonic() + seconds + 60
+        while len(latencies) < total and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.time() * 1000
+                latencies.extend(now - r.timestamp for r in records if r.key.startswith(b"lat-"))
+
+    try:
+        await asyncio.gather(offer(), receive())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--ceiling-worker":
+        _, _, bootstrap, topic, n, data_dir, flavor = sys.argv
+        ceiling_worker(bootstrap, topic, int(n), data_dir, flavor)
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="nomenclature-bench-"))
+    settings = Settings.from_env(data_dir=tmp / "worker")
+    broker = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker(free_port()).start()
+        bootstrap, flavor = broker.bootstrap, "tansu"
+    else:
+        bootstrap, flavor = settings.bootstrap_servers, settings.broker_flavor if settings.broker_flavor != "auto" \
+            else "kafka"
+    worker = None
+    try:
+        local_models = Path(".nomenclature/models")
+        if local_models.exists():
+            shutil.copytree(local_models, settings.models_dir)
+        ensure_model(settings)
+        run_sync(ensure_topics(bootstrap, settings.partitions, 1))
+        run_sync(create_topic(bootstrap, CEILING_TOPIC, settings.partitions))
+        records = make_records(args.items)
+        print(f"publishing {args.items:,} items twice (pipeline input and ceiling input)…", flush=True)
+        run_sync(publish(bootstrap, RAW, records))
+        run_sync(publish(bootstrap, CEILING_TOPIC, records))
+
+        ceiling = run_ceiling(bootstrap, flavor, args.items, tmp)
+        print(f"ceiling (consume-only Faust agent): {ceiling:,.0f} items/s", flush=True)
+
+        port = free_port()
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, NOMENCLATURE_BROKER_FLAVOR=flavor,
+                   NOMENCLATURE_DATA_DIR=str(settings.data_dir), NOMENCLATURE_WEB_PORT=str(port),
+                   NOMENCLATURE_APP_ID="bench", NOMENCLATURE_LOG_LEVEL="warn")
+        log = (tmp / "worker.log").open("wb")
+        worker = subprocess.Popen([sys.executable, "-m", "tools.cli", "worker"], cwd=ROOT, env=env,
+                                  stdout=log, stderr=log)
+        deadline = time.monotonic() + 900
+        while True:
+            time.sleep(1)
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited; see {tmp / 'worker.log'}")
+            try:
+                done = http_json(port, "/stats")["topics"].get(RAW, {}).get("in", 0)
+            except OSError:
+                done = 0
+            if done >= args.items:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker too slow")
+        times = run_sync(classified_times(bootstrap))
+        throughput = (len(times) - 1) / ((max(times) - min(times)) / 1000)
+        stats = http_json(port, "/stats")
+
+        latencies = run_sync(measure_latency(bootstrap, args.rate, args.seconds))
+        lost = args.rate * args.seconds - len(latencies)
+        result = {
+            "items": args.items,
+            "broker": flavor,
+            "pipeline_items_per_s": round(throughput),
+            "ceiling_items_per_s": round(ceiling),
+            "ratio": round(throughput / ceiling, 3),
+            "latency_rate_per_s": args.rate,
+            "latency_items": len(latencies),
+            "latency_missing": lost,
+            "latency_p50_ms": round(statistics.median(latencies), 1),
+            "latency_p99_ms": round(percentile(latencies, 0.99), 1),
+            "latency_max_ms": round(max(latencies), 1),
+            "worker_batches": stats["batches"],
+        }
+        print(f"pipeline raw→classified: {throughput:,.0f} items/s  |  ceiling: {ceiling:,.0f} items/s  |  "
+              f"ratio {throughput / ceiling:.2f} (target ≥ 0.70)")
+        print(f"latency at {args.rate} items/s for {args.seconds}s: p50 {result['latency_p50_ms']} ms, "
+              f"p99 {result['latency_p99_ms']} ms (target < 100), max {result['latency_max_ms']} ms")
+        print(json.dumps(result))
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            worker.wait(30)
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
