@@ -25,14 +25,18 @@ async def produce_items(
     """Publish items keyed by id; ``rate`` caps items/s. Returns the number sent (all acknowledged)."""
     spec = spec_for(topic)
     serde = AvroSerde(catalogue, spec.subject, spec.schema)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
     await producer.start()
     sent = 0
     started = time.perf_counter()
     try:
         futures = []
         for item in items:
-            futures.append(await producer.send(topic, serde.encode(item), key=str(item["id"]).encode("utf-8")))
+            futures.append(
+                await producer.send(topic, serde.encode(item), key=str(item["id"]).encode("utf-8"))
+            )
             sent += 1
             if rate:
                 ahead = sent / rate - (time.perf_counter() - started)

@@ -60,7 +60,8 @@ class Classifier:
             model = self.model
             net = self.__dict__["_net"] = SimpleNamespace(
                 coefs_=[model.coefs_[0]] + [np.asarray(c, dtype=np.float64) for c in model.coefs_[1:]],
-                intercepts_=[model.intercepts_[0]] + [np.asarray(b, dtype=np.float64) for b in model.intercepts_[1:]],
+                intercepts_=[model.intercepts_[0]]
+                + [np.asarray(b, dtype=np.float64) for b in model.intercepts_[1:]],
                 activation=model.activation,
                 out_activation_=model.out_activation_,
             )

@@ -75,9 +75,7 @@ def _raw_message(event: faust.EventT) -> RawMessage:
     )
 
 
-def create_app(
-    settings: Settings, raw_topics: list[str], classifier: Classifier | None = None
-) -> faust.App:
+def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier | None = None) -> faust.App:
     """The worker's app, consuming ``raw_topics`` (see ``streams.topics.raw_topics``)."""
     broker_quirks.apply(settings.is_tansu, settings.bootstrap_servers)
     classifier = classifier or load_champion(settings)

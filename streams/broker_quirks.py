@@ -110,5 +110,7 @@ def apply(is_tansu: bool, bootstrap: str) -> None:
     AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     AIOKafkaConsumerThread._nomenclature_patched = True  # type: ignore[attr-defined]
-    log.info("broker quirks: Tansu — end offsets from fetch high-water marks, fetch wait %d ms",
-             TANSU_FETCH_MAX_WAIT_MS)
+    log.info(
+        "broker quirks: Tansu — end offsets from fetch high-water marks, fetch wait %d ms",
+        TANSU_FETCH_MAX_WAIT_MS,
+    )

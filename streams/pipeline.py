@@ -41,7 +41,9 @@ class _Accepted:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, classifier: Classifier, catalogue: Catalogue, validator: Validator):
+    def __init__(
+        self, settings: Settings, classifier: Classifier, catalogue: Catalogue, validator: Validator
+    ):
         self.settings = settings
         self.classifier = classifier
         self.item_serde = AvroSerde(catalogue, TOPICS[RAW].subject, TOPICS[RAW].schema)
@@ -71,8 +73,10 @@ class Pipeline:
             seen = pending.get(where) or lookup(*where)
             if seen is not None and seen["content_hash"] == digest and seen["source"] != message.position:
                 issue = Issue(
-                    "id", "duplicate",
-                    f"item {item['id']!r} with identical content was already classified from {seen['source']}",
+                    "id",
+                    "duplicate",
+                    f"item {item['id']!r} with identical content was already classified "
+                    f"from {seen['source']}",
                 )
                 self._reject(result, message, "validate", [issue], item["id"], outcome="duplicate")
                 continue
@@ -129,7 +133,9 @@ class Pipeline:
         }
         key = item["id"].encode("utf-8")
         result.outputs.append(
-            OutRecord(CLASSIFIED, key, self.classified_serde.encode(record, validate=False), message.timestamp_ms)
+            OutRecord(
+                CLASSIFIED, key, self.classified_serde.encode(record, validate=False), message.timestamp_ms
+            )
         )
         result.table_updates.append(
             TableUpdate(

@@ -33,18 +33,32 @@ class Settings:
     """Service settings. ``Settings.from_env()`` reads them; the field metadata names the variable."""
 
     kafka_bootstrap_servers: str | None = field(
-        default=None, metadata={"env": "KAFKA_BOOTSTRAP_SERVERS", "doc": "Kafka bootstrap servers; "
-                                "unset = the embedded Tansu broker on 127.0.0.1:NOMENCLATURE_BROKER_PORT."})
+        default=None,
+        metadata={
+            "env": "KAFKA_BOOTSTRAP_SERVERS",
+            "doc": "Kafka bootstrap servers; "
+            "unset = the embedded Tansu broker on 127.0.0.1:NOMENCLATURE_BROKER_PORT.",
+        },
+    )
     schema_registry_url: str | None = field(
-        default=None, metadata={"env": "SCHEMA_REGISTRY_URL", "doc": "Confluent-compatible schema registry; "
-                                "unset = the local catalogue in schemas/."})
+        default=None,
+        metadata={
+            "env": "SCHEMA_REGISTRY_URL",
+            "doc": "Confluent-compatible schema registry; unset = the local catalogue in schemas/.",
+        },
+    )
     data_dir: Path = field(
-        default=Path(".nomenclature"), metadata={"doc": "All local state: RocksDB tables, models, registry."})
+        default=Path(".nomenclature"), metadata={"doc": "All local state: RocksDB tables, models, registry."}
+    )
     app_id: str = field(default="nomenclature", metadata={"doc": "Faust app id (= consumer group id)."})
     broker_port: int = field(default=19092, metadata={"doc": "Port of the embedded broker."})
     broker_flavor: str = field(
-        default="auto", metadata={"doc": "auto | kafka | tansu: which broker workarounds to apply "
-                                  "(auto = tansu for the embedded broker, kafka otherwise)."})
+        default="auto",
+        metadata={
+            "doc": "auto | kafka | tansu: which broker workarounds to apply "
+            "(auto = tansu for the embedded broker, kafka otherwise)."
+        },
+    )
     web_host: str = field(default="127.0.0.1", metadata={"doc": "Bind address of the worker's web server."})
     web_port: int = field(default=6066, metadata={"doc": "Port of the worker's web server."})
     partitions: int = field(default=8, metadata={"doc": "Partitions of the topics created at start-up."})
@@ -52,14 +66,16 @@ class Settings:
     batch_size: int = field(default=1000, metadata={"doc": "Max items per micro-batch."})
     batch_within_ms: int = field(default=20, metadata={"doc": "Max wait to fill a micro-batch (ms)."})
     topic_discovery_seconds: int = field(
-        default=30, metadata={"doc": "How often the worker looks for new nomenclature.raw.<source> topics."})
+        default=30, metadata={"doc": "How often the worker looks for new nomenclature.raw.<source> topics."}
+    )
     max_name_length: int = field(default=1000, metadata={"doc": "Max characters in name."})
     max_full_name_length: int = field(default=4000, metadata={"doc": "Max characters in full_name."})
     top_k: int = field(default=2, metadata={"doc": "Classes listed in top_k."})
     explain_tokens: int = field(default=3, metadata={"doc": "Tokens listed in explanation."})
     dead_letter_max_bytes: int = field(
-        default=262144, metadata={"doc": "Original value bytes kept in a dead letter (longer ones are cut, noted)."})
-    sample_items: int = field(default=200, metadata={"doc": "Items `make run` publishes."})
+        default=262144,
+        metadata={"doc": "Original value bytes kept in a dead letter (longer ones are cut, noted)."},
+    )
     log_level: str = field(default="info", metadata={"doc": "Worker log level."})
 
     @classmethod

@@ -37,7 +37,9 @@ def _assignment(app: faust.App) -> list[TopicPartition]:
 async def lag(app: faust.App, settings: Settings, runner: Runner) -> dict[str, dict[str, int | None]]:
     """Per assigned source partition: next offset to process, fetched high-water mark, and lag."""
     sources = [tp for tp in _assignment(app) if tp.topic.startswith("nomenclature.raw")]
-    highwaters = await broker_quirks.fetched_end_offsets(settings.bootstrap_servers, sources) if sources else {}
+    highwaters = (
+        await broker_quirks.fetched_end_offsets(settings.bootstrap_servers, sources) if sources else {}
+    )
     out: dict[str, dict[str, int | None]] = {}
     for tp in sources:
         position = runner.stats.next_offsets.get((tp.topic, tp.partition))

@@ -102,7 +102,9 @@ class Worker:
     def assert_alive(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"worker exited with {self.process.returncode}; log tail:\n{self.log_tail()}")
+            raise AssertionError(
+                f"worker exited with {self.process.returncode}; log tail:\n{self.log_tail()}"
+            )
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -132,7 +134,9 @@ def new_worker(broker: Broker, tmp_path: Path, models_dir: Path, app_id: str | N
 
 
 async def _produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 << 20
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in records]

@@ -42,9 +42,15 @@ def test_end_to_end_every_id_accounted_for(broker: Broker, tmp_path: Path, model
     p = prefix()
     rows = labelled_rows(1000)
     good = [
-        make_item(f"{p}-{i}", row["name"], unit="шт" if row["label"] == "product" else None, country="RU",
-                  okved_code="62.01" if i % 7 == 0 else None, hs_code="8471" if i % 11 == 0 else None,
-                  label=row["label"])
+        make_item(
+            f"{p}-{i}",
+            row["name"],
+            unit="шт" if row["label"] == "product" else None,
+            country="RU",
+            okved_code="62.01" if i % 7 == 0 else None,
+            hs_code="8471" if i % 11 == 0 else None,
+            label=row["label"],
+        )
         for i, row in enumerate(rows)
     ]
     bad = (
@@ -70,8 +76,13 @@ def test_end_to_end_every_id_accounted_for(broker: Broker, tmp_path: Path, model
     rejected_codes = {r["item_id"]: {e["code"] for e in r["errors"]} for r in rejected}
     assert set(rejected_codes) == {i["id"] for i in bad}
     for item_id, codes in rejected_codes.items():
-        expected = {"okved": "okved_unknown", "hs": "hs_unknown_chapter", "country": "country_unknown",
-                    "blank": "blank", "label": "label_invalid"}[item_id.split("-")[2]]
+        expected = {
+            "okved": "okved_unknown",
+            "hs": "hs_unknown_chapter",
+            "country": "country_unknown",
+            "blank": "blank",
+            "label": "label_invalid",
+        }[item_id.split("-")[2]]
         assert expected in codes, (item_id, codes)
     assert all(r["stage"] == "validate" and r["source"]["topic"] == RAW for r in rejected)
 
@@ -83,8 +94,9 @@ def test_end_to_end_every_id_accounted_for(broker: Broker, tmp_path: Path, model
         assert 0.5 <= out["confidence"] <= 1.0
         assert abs(sum(out["probabilities"].values()) - 1.0) < 1e-6
         assert out["top_k"][0]["label"] == out["label"]
-        assert [t["probability"] for t in out["top_k"]] == sorted((t["probability"] for t in out["top_k"]),
-                                                                   reverse=True)
+        assert [t["probability"] for t in out["top_k"]] == sorted(
+            (t["probability"] for t in out["top_k"]), reverse=True
+        )
         assert out["model_version"] == champion and out["featurizer_version"]
         assert out["source"]["topic"] == RAW and out["source"]["offset"] >= 0
         assert out["item"]["name"] == item["name"].strip()
@@ -122,14 +134,26 @@ def test_malformed_records_are_dead_lettered_and_the_worker_keeps_going(
         "unknown-id": (struct.pack(">bI", 0, 987654) + valid[5:], "decode", "unknown_schema_id"),
         "utf8": (utf8, "decode", "invalid_utf8"),
         "empty": (None, "decode", "empty_payload"),
-        "huge-name": (header + _avro_body(make_item(f"{p}-huge-name", "Я" * (1 << 19))), "validate", "too_long"),
-        "null-name": (header + _avro_body({"id": f"{p}-null-name", "name": None, "full_name": "Полное"}),
-                      "validate", "required"),
-        "null-full": (header + _avro_body({"id": f"{p}-null-full", "name": "Кран", "full_name": None}),
-                      "validate", "required"),
+        "huge-name": (
+            header + _avro_body(make_item(f"{p}-huge-name", "Я" * (1 << 19))),
+            "validate",
+            "too_long",
+        ),
+        "null-name": (
+            header + _avro_body({"id": f"{p}-null-name", "name": None, "full_name": "Полное"}),
+            "validate",
+            "required",
+        ),
+        "null-full": (
+            header + _avro_body({"id": f"{p}-null-full", "name": "Кран", "full_name": None}),
+            "validate",
+            "required",
+        ),
     }
     records = [(f"{p}-{case}".encode(), value) for case, (value, _, _) in cases.items()]
-    good = [make_item(f"{p}-good-{i}", name) for i, name in enumerate(["Ремонт насоса", "Насос", "Монтаж"] * 7)]
+    good = [
+        make_item(f"{p}-good-{i}", name) for i, name in enumerate(["Ремонт насоса", "Насос", "Монтаж"] * 7)
+    ]
     produce(broker.bootstrap, records)
     produce_items(broker.bootstrap, good)
 
@@ -182,7 +206,9 @@ def test_duplicates_and_source_topics(broker: Broker, tmp_path: Path, models_dir
 
 
 @pytest.mark.timeout(900)
-def test_kill_9_mid_stream_then_restart_loses_nothing(broker: Broker, tmp_path: Path, models_dir: Path) -> None:
+def test_kill_9_mid_stream_then_restart_loses_nothing(
+    broker: Broker, tmp_path: Path, models_dir: Path
+) -> None:
     p = prefix()
     rows = labelled_rows(2000)
     items = [make_item(f"{p}-{i}", rows[i % len(rows)]["name"] + f" {i}") for i in range(20000)]
@@ -201,7 +227,9 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(broker: Broker, tmp_path: 
     worker.start()
     try:
         worker.wait_ready()
-        classified, rejected = wait_for_ids(broker.bootstrap, p, {i["id"] for i in items}, worker, timeout=300)
+        classified, rejected = wait_for_ids(
+            broker.bootstrap, p, {i["id"] for i in items}, worker, timeout=300
+        )
     finally:
         worker.stop()
 

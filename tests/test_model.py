@@ -143,7 +143,8 @@ def test_predict_returns_consistent_predictions(classifier: Classifier) -> None:
 
 def test_outputs_do_not_depend_on_the_micro_batch(classifier: Classifier) -> None:
     # a re-delivered item is scored in another batch; its output must be identical (at-least-once)
-    names = [f"{word} {i}" for i, word in enumerate(["Ремонт насоса", "Бумага А4", "Аренда офиса", "Кабель"] * 60)]
+    words = ["Ремонт насоса", "Бумага А4", "Аренда офиса", "Кабель"] * 60
+    names = [f"{word} {i}" for i, word in enumerate(words)]
     items = [{"name": n, "full_name": n} for n in names]
     whole = classifier.predict(items, explain=3)
     for size in (1, 7, 100):

@@ -50,8 +50,14 @@ def make_records(n: int) -> list[tuple[bytes, bytes]]:
     units = ["шт", "кг", "усл. ед.", "м", None]
     records = []
     for i in range(n):
-        item = {"id": f"b-{i}", "name": names[i % len(names)], "full_name": names[(i * 7) % len(names)],
-                "unit": units[i % len(units)], "country": "RU", "source": "bench"}
+        item = {
+            "id": f"b-{i}",
+            "name": names[i % len(names)],
+            "full_name": names[(i * 7) % len(names)],
+            "unit": units[i % len(units)],
+            "country": "RU",
+            "source": "bench",
+        }
         records.append((item["id"].encode(), serde.encode(item)))
     return records
 
@@ -83,9 +89,14 @@ def ceiling_worker(bootstrap: str, topic: str, n: int, data_dir: str, flavor: st
     from streams import broker_quirks
 
     broker_quirks.apply(flavor == "tansu", bootstrap)
-    app = faust.App(f"bench-ceiling-{os.getpid()}", broker=f"kafka://{bootstrap}", datadir=data_dir,
-                    web_enabled=False, consumer_auto_offset_reset="earliest",
-                    **broker_quirks.faust_settings(flavor == "tansu"))
+    app = faust.App(
+        f"bench-ceiling-{os.getpid()}",
+        broker=f"kafka://{bootstrap}",
+        datadir=data_dir,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        **broker_quirks.faust_settings(flavor == "tansu"),
+    )
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
     state = {"n": 0, "t0": 0.0}
 
@@ -104,8 +115,17 @@ def ceiling_worker(bootstrap: str, topic: str, n: int, data_dir: str, flavor: st
 
 
 def run_ceiling(bootstrap: str, flavor: str, n: int, tmp: Path) -> float:
-    cmd = [sys.executable, "-m", "tools.bench", "--ceiling-worker", bootstrap, CEILING_TOPIC, str(n),
-           str(tmp / "ceiling"), flavor]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools.bench",
+        "--ceiling-worker",
+        bootstrap,
+        CEILING_TOPIC,
+        str(n),
+        str(tmp / "ceiling"),
+        flavor,
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     for line in out.stdout.splitlines() + out.stderr.splitlines():
         if "CEILING" in line:
@@ -120,8 +140,9 @@ def http_json(port: int, path: str) -> dict:
 
 async def classified_times(bootstrap: str) -> list[int]:
     serde = AvroSerde(LocalCatalogue(), TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
     await consumer.start()
     try:
         await consumer.topics()
@@ -165,8 +186,9 @@ async def measure_latency(bootstrap: str, rate: int, seconds: int) -> list[float
             if ahead > 0:
                 await asyncio.sleep(ahead)
             item = {"id": f"lat-{i}", "name": f"Ремонт насоса {i}", "full_name": f"Ремонт насоса {i}"}
-            await producer.send(RAW, serde.encode(item), key=item["id"].encode(),
-                                timestamp_ms=int(time.time() * 1000))
+            await producer.send(
+                RAW, serde.encode(item), key=item["id"].encode(), timestamp_ms=int(time.time() * 1000)
+            )
         await producer.flush()
 
     async def receive() -> None:
@@ -194,7 +216,9 @@ def main() -> None:
         _, _, bootstrap, topic, n, data_dir, flavor = sys.argv
         ceiling_worker(bootstrap, topic, int(n), data_dir, flavor)
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=20)
@@ -207,8 +231,10 @@ def main() -> None:
         broker = EmbeddedBroker(free_port()).start()
         bootstrap, flavor = broker.bootstrap, "tansu"
     else:
-        bootstrap, flavor = settings.bootstrap_servers, settings.broker_flavor if settings.broker_flavor != "auto" \
-            else "kafka"
+        bootstrap, flavor = (
+            settings.bootstrap_servers,
+            settings.broker_flavor if settings.broker_flavor != "auto" else "kafka",
+        )
     worker = None
     try:
         local_models = Path(".nomenclature/models")
@@ -226,12 +252,19 @@ def main() -> None:
         print(f"ceiling (consume-only Faust agent): {ceiling:,.0f} items/s", flush=True)
 
         port = free_port()
-        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, NOMENCLATURE_BROKER_FLAVOR=flavor,
-                   NOMENCLATURE_DATA_DIR=str(settings.data_dir), NOMENCLATURE_WEB_PORT=str(port),
-                   NOMENCLATURE_APP_ID="bench", NOMENCLATURE_LOG_LEVEL="warn")
+        env = dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            NOMENCLATURE_BROKER_FLAVOR=flavor,
+            NOMENCLATURE_DATA_DIR=str(settings.data_dir),
+            NOMENCLATURE_WEB_PORT=str(port),
+            NOMENCLATURE_APP_ID="bench",
+            NOMENCLATURE_LOG_LEVEL="warn",
+        )
         log = (tmp / "worker.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "tools.cli", "worker"], cwd=ROOT, env=env,
-                                  stdout=log, stderr=log)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
         deadline = time.monotonic() + 900
         while True:
             time.sleep(1)
@@ -265,10 +298,14 @@ def main() -> None:
             "latency_max_ms": round(max(latencies), 1),
             "worker_batches": stats["batches"],
         }
-        print(f"pipeline raw→classified: {throughput:,.0f} items/s  |  ceiling: {ceiling:,.0f} items/s  |  "
-              f"ratio {throughput / ceiling:.2f} (target ≥ 0.70)")
-        print(f"latency at {args.rate} items/s for {args.seconds}s: p50 {result['latency_p50_ms']} ms, "
-              f"p99 {result['latency_p99_ms']} ms (target < 100), max {result['latency_max_ms']} ms")
+        print(
+            f"pipeline raw→classified: {throughput:,.0f} items/s  |  ceiling: {ceiling:,.0f} items/s  |  "
+            f"ratio {throughput / ceiling:.2f} (target ≥ 0.70)"
+        )
+        print(
+            f"latency at {args.rate} items/s for {args.seconds}s: p50 {result['latency_p50_ms']} ms, "
+            f"p99 {result['latency_p99_ms']} ms (target < 100), max {result['latency_max_ms']} ms"
+        )
         print(json.dumps(result))
     finally:
         if worker is not None and worker.poll() is None:

@@ -66,7 +66,9 @@ def wait_for_metadata(bootstrap: str, timeout: float = 20.0) -> None:
         except (KafkaError, OSError) as exc:
             last = exc
             time.sleep(0.1)
-    raise TimeoutError(f"broker at {bootstrap} did not answer a metadata request within {timeout:.0f}s: {last!r}")
+    raise TimeoutError(
+        f"broker at {bootstrap} did not answer a metadata request within {timeout:.0f}s: {last!r}"
+    )
 
 
 class EmbeddedBroker:

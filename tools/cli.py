@@ -45,7 +45,9 @@ def ensure_model(settings: Settings, data: Path = BUNDLED_DATA) -> str:
     champion = registry.champion()
     if champion is not None:
         return champion.version
-    return cmd_train(argparse.Namespace(data=data, seed=42, max_epochs=30, notes="trained at first start"), settings)
+    return cmd_train(
+        argparse.Namespace(data=data, seed=42, max_epochs=30, notes="trained at first start"), settings
+    )
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> str:
@@ -53,9 +55,18 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> str:
     from models.training import train
 
     classifier, metrics = train(Path(args.data), seed=args.seed, max_epochs=args.max_epochs)
-    record = ModelRegistry(settings.models_dir).register(classifier, metrics, Path(args.data), notes=args.notes)
-    summary = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "best_epoch", "epochs_run", "rows_per_s_per_epoch", "train_seconds")}
-    print(json.dumps({"version": record.version, "sha256": record.artifact_sha256, **summary}, ensure_ascii=False))
+    record = ModelRegistry(settings.models_dir).register(
+        classifier, metrics, Path(args.data), notes=args.notes
+    )
+    summary = {
+        k: metrics.get(k)
+        for k in ("accuracy", "macro_f1", "best_epoch", "epochs_run", "rows_per_s_per_epoch", "train_seconds")
+    }
+    print(
+        json.dumps(
+            {"version": record.version, "sha256": record.artifact_sha256, **summary}, ensure_ascii=False
+        )
+    )
     return record.version
 
 
@@ -123,8 +134,9 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> None:
     catalogue = catalogue_from_url(settings.schema_registry_url)
 
     async def dump() -> None:
-        async for record in read_topic(settings.bootstrap_servers, args.topic, catalogue,
-                                       limit=args.limit, follow=args.follow):
+        async for record in read_topic(
+            settings.bootstrap_servers, args.topic, catalogue, limit=args.limit, follow=args.follow
+        ):
             print(json.dumps(record, ensure_ascii=False, default=_json_default), flush=True)
 
     run_sync(dump())
@@ -154,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default NOMENCLATURE_BROKER_PORT")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("worker", help="run a stream worker (starts the embedded broker if none is configured)")
+    p = sub.add_parser(
+        "worker", help="run a stream worker (starts the embedded broker if none is configured)"
+    )
     p.add_argument("--train-if-missing", action="store_true", help="train a model first if there is none")
     p.set_defaults(func=cmd_worker)
 
@@ -196,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env()
     except ValueError as exc:
         raise SystemExit(f"nomenclature: bad setting: {exc}") from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     args.func(args, settings)
 

@@ -34,7 +34,9 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
     if settings.embedded_broker:
         broker = EmbeddedBroker(settings.broker_port).start()
         print(f"[demo] embedded broker (Tansu) on {broker.bootstrap}", flush=True)
-        settings = dataclasses.replace(settings, kafka_bootstrap_servers=broker.bootstrap, broker_flavor="tansu")
+        settings = dataclasses.replace(
+            settings, kafka_bootstrap_servers=broker.bootstrap, broker_flavor="tansu"
+        )
     worker = None
     try:
         version = ensure_model(settings)
@@ -45,8 +47,10 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
         sent = run_sync(produce_items(settings.bootstrap_servers, RAW, items, catalogue))
         print(f"[demo] published {sent} sample items to {RAW}", flush=True)
         classified, rejected = _collect(settings, catalogue, sent, read_topic, run_sync, worker)
-        print(f"\n[demo] {CLASSIFIED}: {len(classified)} items "
-              f"({time.monotonic() - started:.0f}s after start)", flush=True)
+        print(
+            f"\n[demo] {CLASSIFIED}: {len(classified)} items ({time.monotonic() - started:.0f}s after start)",
+            flush=True,
+        )
         for record in classified:
             value = record["value"]
             words = ", ".join(e["token"] for e in value["explanation"])
@@ -56,8 +60,10 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
             value = record["value"]
             reasons = "; ".join(f"{e['code']}: {e['message']}" for e in value["errors"])
             print(f"  {value['item_id']} ({value['stage']}) {reasons}")
-        print(f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}/health "
-              f"and /stats", flush=True)
+        print(
+            f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}/health and /stats",
+            flush=True,
+        )
         if keep_running:
             print("[demo] worker keeps running; Ctrl-C stops it", flush=True)
             worker.wait()
@@ -78,9 +84,12 @@ def _collect(settings, catalogue, expected, read_topic, run_sync, worker, timeou
     """Read both output topics until every published item is accounted for."""
     deadline = time.monotonic() + timeout
     while True:
+
         async def read(topic: str) -> list[dict]:
             try:
-                return [r async for r in read_topic(settings.bootstrap_servers, topic, catalogue, idle_timeout=1)]
+                return [
+                    r async for r in read_topic(settings.bootstrap_servers, topic, catalogue, idle_timeout=1)
+                ]
             except LookupError:
                 return []
 
