@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from pathlib import Path
 
 import faust
@@ -12,16 +13,14 @@ from mode import Service
 
 from models.classifier import Classifier
 from models.registry import ModelRegistry
-from schemas import catalogue_from_url
 from streams import broker_quirks, item_table, views
-from streams.codes import load_code_lists
 from streams.emit import BatchProducer
 from streams.messages import RawMessage
 from streams.pipeline import Pipeline
+from streams.scoring import Scorer, build_pipeline
 from streams.settings import Settings
 from streams.stats import Stats
 from streams.topics import raw_topics as raw_topics_now
-from streams.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +45,27 @@ class Runner:
     def __init__(self, settings: Settings, pipeline: Pipeline, items: item_table.ItemTable) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.scorer = Scorer(settings, pipeline)
         self.items = items
         self.producer = BatchProducer(settings.bootstrap_servers)
         self.stats = Stats()
 
-    async def handle(self, events: list[faust.EventT]) -> None:
+    async def handle(
+        self, events: list[faust.EventT], previous: asyncio.Future[None] | None, stream: faust.StreamT
+    ) -> None:
+        """Score, then — after the previous batch is done, so table state and outputs stay in order —
+        deduplicate, write the item table, deliver every output, and only then acknowledge the input."""
         started = time.perf_counter()
         messages = [_raw_message(event) for event in events]
-        loop = asyncio.get_running_loop()
-        # Featurizing and scoring run in a thread so the event loop keeps serving heartbeats and fetches.
-        result = await loop.run_in_executor(None, self.pipeline.process, messages, self.items.get)
+        scored = await self.scorer.score(messages)
+        if previous is not None:
+            await previous
+        result = self.pipeline.finish(scored, self.items.get)
         changelog = self.items.stage(result.table_updates)
         delivered = await self.producer.send_all(result.outputs + changelog)
         self.items.persisted(delivered)
+        for event in events:
+            await stream.ack(event)
         self.stats.record(messages, result.counts, time.perf_counter() - started)
 
 
@@ -100,19 +107,28 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
     # the topics matching RAW_PATTERN are listed at start and re-listed by `discover_sources`.
     raw = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
     items = item_table.ItemTable(item_table.declare(app, settings.partitions))
-    pipeline = Pipeline(
-        settings,
-        classifier,
-        catalogue_from_url(settings.schema_registry_url),
-        Validator(load_code_lists(), settings.max_name_length, settings.max_full_name_length),
-    )
-    runner = Runner(settings, pipeline, items)
+    runner = Runner(settings, build_pipeline(settings, classifier), items)
     within = settings.batch_within_ms / 1000
 
     @app.agent(raw, name="classify")
     async def classify(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=within):
-            await runner.handle(list(events))
+        # Two micro-batches in flight: the scoring process works on the next one while this one is
+        # finished and delivered. An input is acknowledged (its offset may be committed) only by
+        # `Runner.handle`, after its outputs are delivered: the extra reference taken here keeps
+        # `take_events` from acknowledging it when the loop moves on.
+        in_flight: deque[asyncio.Future[None]] = deque()
+        try:
+            async for events in stream.take_events(settings.batch_size, within=within):
+                batch = list(events)
+                for event in batch:
+                    event.message.incref()
+                previous = in_flight[-1] if in_flight else None
+                in_flight.append(asyncio.ensure_future(runner.handle(batch, previous, stream)))
+                while in_flight and (len(in_flight) > 1 or in_flight[0].done()):
+                    await in_flight.popleft()
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     @app.timer(settings.topic_discovery_seconds)
     async def discover_sources() -> None:
@@ -123,8 +139,12 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
             app.topics._flag_changes()  # the conductor re-reads channel topics and resubscribes
 
     @app.service
-    class ProducerLifecycle(Service):
+    class RunnerLifecycle(Service):
+        async def on_start(self) -> None:
+            await runner.scorer.start()
+
         async def on_stop(self) -> None:
+            runner.scorer.close()
             await runner.producer.stop()
 
     views.register(app, settings, runner)

@@ -1,8 +1,11 @@
-"""raw → decode → validate → deduplicate → features → classify → classified | rejected, for one micro-batch.
+"""raw → decode → validate → features → classify → deduplicate → classified | rejected, for one micro-batch.
 
-Pure of Faust and Kafka: it takes raw records and a lookup into the item table, and returns the
-records to produce, the item-table updates and the counts. The Faust agent (``streams.agents``), the
-benchmarks and the tests drive the same code.
+Two phases, both free of Faust and Kafka:
+
+* :meth:`Pipeline.score` — decode, validate, featurize, classify and encode. Pure: no state, so the
+  worker runs it in a separate scoring process (``streams.scoring``) on the machine's other core.
+* :meth:`Pipeline.finish` — the stateful part, in the worker: duplicate check against the item table,
+  dead letters, item-table updates and counts.
 
 Duplicates: the item table remembers, per id, the content hash and the source position of the record
 that was classified. A record with the same id and the same content from a *different* position is a
@@ -28,16 +31,21 @@ from streams.validation import Issue, Validator, content_hash
 
 log = logging.getLogger(__name__)
 
-# item id -> stored item-table value, for the partition being processed
+# (partition, item id) -> stored item-table value
 Lookup = Callable[[int, str], dict[str, Any] | None]
 
 
 @dataclass(slots=True)
-class _Accepted:
+class Scored:
+    """One record after :meth:`Pipeline.score`: either refused (stage + errors) or classified."""
+
     message: RawMessage
-    item: dict[str, Any]
-    warnings: list[Issue]
-    content_hash: str
+    item_id: str | None
+    stage: str | None = None  # decode | validate | classify when refused
+    errors: list[Issue] | None = None
+    content_hash: str = ""
+    value: bytes = b""  # the encoded ClassifiedItem
+    state: dict[str, Any] | None = None  # the item-table value
 
 
 class Pipeline:
@@ -52,57 +60,46 @@ class Pipeline:
         self.validator = validator
 
     def process(self, messages: Sequence[RawMessage], lookup: Lookup) -> BatchResult:
-        result = BatchResult()
-        accepted: list[_Accepted] = []
-        # state written earlier in this same batch, so two records of one id in a batch see each other
-        pending: dict[tuple[int, str], dict[str, Any]] = {}
+        """Both phases in this process."""
+        return self.finish(self.score(messages), lookup)
+
+    def score(self, messages: Sequence[RawMessage]) -> list[Scored]:
+        scored: list[Scored] = []
+        accepted: list[tuple[Scored, dict[str, Any], list[Issue]]] = []
         for message in messages:
             try:
                 item = self.item_serde.decode(message.value)
             except DecodeError as exc:
-                self._reject(result, message, "decode", [Issue("", exc.code, exc.message)], None)
+                scored.append(Scored(message, None, "decode", [Issue("", exc.code, exc.message)]))
                 continue
-            key = _key_or_none(message.key)
-            checked = self.validator.validate(item, key=key)
+            checked = self.validator.validate(item, key=_key_or_none(message.key))
             if checked.errors:
-                self._reject(result, message, "validate", checked.errors, item.get("id"))
+                scored.append(Scored(message, item.get("id"), "validate", checked.errors))
                 continue
-            item = checked.item
-            digest = content_hash(item)
-            where = (message.partition, item["id"])
-            seen = pending.get(where) or lookup(*where)
-            if seen is not None and seen["content_hash"] == digest and seen["source"] != message.position:
-                issue = Issue(
-                    "id",
-                    "duplicate",
-                    f"item {item['id']!r} with identical content was already classified "
-                    f"from {seen['source']}",
-                )
-                self._reject(result, message, "validate", [issue], item["id"], outcome="duplicate")
-                continue
-            pending[where] = {"content_hash": digest, "source": message.position}
-            accepted.append(_Accepted(message, item, checked.warnings, digest))
+            one = Scored(message, checked.item["id"], content_hash=content_hash(checked.item))
+            scored.append(one)
+            accepted.append((one, checked.item, checked.warnings))
         if accepted:
-            self._classify(accepted, result)
-        return result
+            self._classify(accepted)
+        return scored
 
-    def _classify(self, accepted: list[_Accepted], result: BatchResult) -> None:
+    def _classify(self, accepted: list[tuple[Scored, dict[str, Any], list[Issue]]]) -> None:
         try:
-            predictions, digests = self._predict([a.item for a in accepted])
+            predictions, digests = self._predict([item for _, item, _ in accepted])
         except Exception:
             # A batch failure must not cost the good items: score one by one to find the culprit.
             log.exception("classifying a batch of %d failed; retrying item by item", len(accepted))
-            for one in accepted:
+            for one, item, warnings in accepted:
                 try:
-                    predictions, digests = self._predict([one.item])
+                    predictions, digests = self._predict([item])
                 except Exception as exc:
                     issue = Issue("", "classify_failed", f"{type(exc).__name__}: {exc}")
-                    self._reject(result, one.message, "classify", [issue], one.item["id"])
+                    one.stage, one.errors = "classify", [issue]
                 else:
-                    self._emit(one, predictions[0], digests[0], result)
+                    self._encode(one, item, warnings, predictions[0], digests[0])
             return
-        for one, prediction, digest in zip(accepted, predictions, digests, strict=True):
-            self._emit(one, prediction, digest, result)
+        for (one, item, warnings), prediction, digest in zip(accepted, predictions, digests, strict=True):
+            self._encode(one, item, warnings, prediction, digest)
 
     def _predict(self, items: list[dict[str, Any]]) -> tuple[list[Prediction], list[str]]:
         featurizer = self.classifier.featurizer
@@ -114,8 +111,10 @@ class Pipeline:
         predictions = self.classifier.predict_features(features, tokens, self.settings.top_k, explain)
         return predictions, featurizer.row_digests(features)
 
-    def _emit(self, one: _Accepted, prediction: Prediction, feature_digest: str, result: BatchResult) -> None:
-        message, item = one.message, one.item
+    def _encode(
+        self, one: Scored, item: dict[str, Any], warnings: list[Issue], prediction: Prediction, digest: str
+    ) -> None:
+        message = one.message
         now_ms = int(time.time() * 1000)
         record = {
             "id": item["id"],
@@ -127,33 +126,50 @@ class Pipeline:
             "explanation": [{"token": token, "weight": weight} for token, weight in prediction.explanation],
             "model_version": self.classifier.version,
             "featurizer_version": self.classifier.featurizer_version,
-            "warnings": [issue.as_dict() for issue in one.warnings],
+            "warnings": [issue.as_dict() for issue in warnings],
             "source": message.source(),
             "classified_at": now_ms,
         }
-        key = item["id"].encode("utf-8")
-        result.outputs.append(
-            OutRecord(
-                CLASSIFIED, key, self.classified_serde.encode(record, validate=False), message.timestamp_ms
-            )
-        )
-        result.table_updates.append(
-            TableUpdate(
-                message.partition,
-                item["id"],
-                {
-                    "content_hash": one.content_hash,
-                    "source": message.position,
-                    "feature_digest": feature_digest,
-                    "featurizer_version": self.classifier.featurizer_version,
-                    "model_version": self.classifier.version,
-                    "label": prediction.label,
-                    "confidence": round(prediction.confidence, 6),
-                    "classified_at": now_ms,
-                },
-            )
-        )
-        result.counts.append((message.topic, "classified", ""))
+        one.value = self.classified_serde.encode(record, validate=False)
+        one.state = {
+            "content_hash": one.content_hash,
+            "source": message.position,
+            "feature_digest": digest,
+            "featurizer_version": self.classifier.featurizer_version,
+            "model_version": self.classifier.version,
+            "label": prediction.label,
+            "confidence": round(prediction.confidence, 6),
+            "classified_at": now_ms,
+        }
+
+    def finish(self, scored: Sequence[Scored], lookup: Lookup) -> BatchResult:
+        result = BatchResult()
+        # state written earlier in this same batch, so two records of one id in a batch see each other
+        pending: dict[tuple[int, str], dict[str, Any]] = {}
+        for one in scored:
+            message = one.message
+            if one.stage is not None:
+                self._reject(result, message, one.stage, one.errors or [], one.item_id)
+                continue
+            assert one.item_id is not None and one.state is not None
+            where = (message.partition, one.item_id)
+            seen = pending.get(where) or lookup(*where)
+            same_content = seen is not None and seen["content_hash"] == one.content_hash
+            if same_content and seen["source"] != message.position:  # type: ignore[index]
+                issue = Issue(
+                    "id",
+                    "duplicate",
+                    f"item {one.item_id!r} with identical content was already classified "
+                    f"from {seen['source']}",  # type: ignore[index]
+                )
+                self._reject(result, message, "validate", [issue], one.item_id, outcome="duplicate")
+                continue
+            pending[where] = one.state
+            key = one.item_id.encode("utf-8")
+            result.outputs.append(OutRecord(CLASSIFIED, key, one.value, message.timestamp_ms))
+            result.table_updates.append(TableUpdate(message.partition, one.item_id, one.state))
+            result.counts.append((message.topic, "classified", ""))
+        return result
 
     def _reject(
         self,

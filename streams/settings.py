@@ -63,6 +63,8 @@ class Settings:
     web_port: int = field(default=6066, metadata={"doc": "Port of the worker's web server."})
     partitions: int = field(default=8, metadata={"doc": "Partitions of the topics created at start-up."})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor of created topics."})
+    scoring_processes: int = field(
+        default=1, metadata={"doc": "Processes that score micro-batches (0 = a thread of the worker)."})
     batch_size: int = field(default=1000, metadata={"doc": "Max items per micro-batch."})
     batch_within_ms: int = field(default=20, metadata={"doc": "Max wait to fill a micro-batch (ms)."})
     topic_discovery_seconds: int = field(

@@ -1,0 +1,97 @@
+"""Scoring on another core: ``Pipeline.score`` runs in a separate process.
+
+Decoding, validation, featurization, the MLP and Avro encoding are mostly Python and hold the GIL, so in
+a thread they compete with Faust's own per-record work on one core. A scoring process takes them to the
+machine's other core; the worker keeps consuming the next micro-batch while the process scores this one.
+``NOMENCLATURE_SCORING_PROCESSES=0`` scores in a thread of the worker instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from models.classifier import Classifier
+from models.registry import ModelRegistry
+from schemas import catalogue_from_url
+from streams.codes import load_code_lists
+from streams.messages import RawMessage
+from streams.pipeline import Pipeline, Scored
+from streams.settings import Settings
+from streams.validation import Validator
+
+log = logging.getLogger(__name__)
+
+_pipeline: Pipeline | None = None  # the scoring process's own pipeline
+
+
+def build_pipeline(settings: Settings, classifier: Classifier) -> Pipeline:
+    validator = Validator(load_code_lists(), settings.max_name_length, settings.max_full_name_length)
+    return Pipeline(settings, classifier, catalogue_from_url(settings.schema_registry_url), validator)
+
+
+def _init(settings: Settings, model_version: str) -> None:
+    global _pipeline
+    classifier = ModelRegistry(settings.models_dir).load(model_version)  # sha256-checked again here
+    _pipeline = build_pipeline(settings, classifier)
+
+
+def _score(messages: Sequence[RawMessage]) -> list[Scored]:
+    assert _pipeline is not None, "scoring process not initialised"
+    return _pipeline.score(messages)
+
+
+def _ready() -> str:
+    assert _pipeline is not None
+    return _pipeline.classifier.version
+
+
+class Scorer:
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.settings.scoring_processes,
+            # spawn, not fork: the worker already runs threads (Faust's consumer, aiokafka)
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init,
+            initargs=(self.settings, self.pipeline.classifier.version),
+        )
+
+    async def start(self) -> None:
+        """Start the scoring processes and wait until they have loaded the model."""
+        if self.settings.scoring_processes <= 0 or self._pool is not None:
+            return
+        self._pool = self._new_pool()
+        loop = asyncio.get_running_loop()
+        versions = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _ready) for _ in range(self.settings.scoring_processes))
+        )
+        log.info("scoring processes ready with model %s", versions[0])
+
+    async def score(self, messages: Sequence[RawMessage]) -> list[Scored]:
+        loop = asyncio.get_running_loop()
+        if self.settings.scoring_processes <= 0:
+            return await loop.run_in_executor(None, self.pipeline.score, messages)
+        await self.start()
+        assert self._pool is not None
+        try:
+            return await loop.run_in_executor(self._pool, _score, messages)
+        except BrokenProcessPool:
+            log.error("a scoring process died; starting a new one and scoring the batch again")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            await self.start()
+            return await loop.run_in_executor(self._pool, _score, messages)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
