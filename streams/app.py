@@ -49,6 +49,7 @@ class Runner:
         self.items = items
         self.producer = BatchProducer(settings.bootstrap_servers)
         self.stats = Stats()
+        self.unsubscribed_sources: set[str] = set()  # raw topics created after this worker started
 
     async def handle(
         self, events: list[faust.EventT], previous: asyncio.Future[None] | None, stream: faust.StreamT
@@ -103,8 +104,9 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
         producer_acks=-1,
         **broker_quirks.faust_settings(settings.is_tansu),
     )
-    # Faust's pattern subscription does not work with aiokafka ("XXX pattern does not work" in its driver):
-    # the topics matching RAW_PATTERN are listed at start and re-listed by `discover_sources`.
+    # Faust's pattern subscription does not work with aiokafka ("XXX pattern does not work" in its driver),
+    # and changing a running subscription did not get new topics assigned (tried): the topics matching
+    # RAW_PATTERN are listed at start; `discover_sources` reports later ones on /health and in the log.
     raw = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
     items = item_table.ItemTable(item_table.declare(app, settings.partitions))
     runner = Runner(settings, build_pipeline(settings, classifier), items)
@@ -132,11 +134,15 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
 
     @app.timer(settings.topic_discovery_seconds)
     async def discover_sources() -> None:
-        found = [t for t in await raw_topics_now(settings.bootstrap_servers) if t not in raw.topics]
-        if found:
-            log.info("new raw topics %s: subscribing", found)
-            raw.topics.extend(found)
-            app.topics._flag_changes()  # the conductor re-reads channel topics and resubscribes
+        try:
+            found = [t for t in await raw_topics_now(settings.bootstrap_servers) if t not in raw.topics]
+        except Exception as exc:  # a broker hiccup must not stop the worker; the next tick retries
+            log.warning("looking for new raw topics failed: %r", exc)
+            return
+        new = sorted(set(found) - runner.unsubscribed_sources)
+        if new:
+            log.warning("new raw topics %s: consumed from the worker's next start", new)
+            runner.unsubscribed_sources.update(new)
 
     @app.service
     class RunnerLifecycle(Service):
@@ -148,5 +154,4 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
             await runner.producer.stop()
 
     views.register(app, settings, runner)
-    app.nomenclature_runner = runner  # type: ignore[attr-defined]
     return app

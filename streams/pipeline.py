@@ -23,7 +23,7 @@ from typing import Any
 
 from models.classifier import Classifier, Prediction
 from schemas import AvroSerde, Catalogue, DecodeError
-from streams.dead_letters import rejected_record
+from streams.dead_letters import key_text, rejected_record
 from streams.messages import BatchResult, OutRecord, RawMessage, TableUpdate
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, REJECTED, TOPICS
@@ -191,7 +191,5 @@ class Pipeline:
 def _key_or_none(key: bytes | None) -> str | None:
     if key is None:
         return None
-    try:
-        return key.decode("utf-8")
-    except UnicodeDecodeError:
-        return "\ufffd"  # an undecodable key cannot equal any id: validation reports key_mismatch
+    text = key_text(key)
+    return "\ufffd" if text is None else text  # an undecodable key equals no id: validation says key_mismatch

@@ -68,7 +68,7 @@ class Settings:
     batch_size: int = field(default=1000, metadata={"doc": "Max items per micro-batch."})
     batch_within_ms: int = field(default=20, metadata={"doc": "Max wait to fill a micro-batch (ms)."})
     topic_discovery_seconds: int = field(
-        default=30, metadata={"doc": "How often the worker looks for new nomenclature.raw.<source> topics."}
+        default=30, metadata={"doc": "How often the worker looks for raw topics created after it started."}
     )
     max_name_length: int = field(default=1000, metadata={"doc": "Max characters in name."})
     max_full_name_length: int = field(default=4000, metadata={"doc": "Max characters in full_name."})

@@ -60,8 +60,9 @@ def register(app: faust.App, settings: Settings, runner: Runner) -> None:
         async def get(self, request: Request) -> Response:
             reachable, detail = await _broker_reachable(runner)
             classifier = runner.pipeline.classifier
+            unsubscribed = sorted(runner.unsubscribed_sources)
             body: dict[str, Any] = {
-                "status": "ok" if reachable else "degraded",
+                "status": "ok" if reachable and not unsubscribed else "degraded",
                 "broker": {"bootstrap": settings.bootstrap_servers, "reachable": reachable, "detail": detail},
                 "model": {
                     "loaded": True,
@@ -69,6 +70,8 @@ def register(app: faust.App, settings: Settings, runner: Runner) -> None:
                     "featurizer_version": classifier.featurizer_version,
                 },
                 "assignment": [f"{tp.topic}:{tp.partition}" for tp in _assignment(app)],
+                # raw topics created after start: consumed once the worker restarts
+                "unsubscribed_raw_topics": unsubscribed,
                 "uptime_seconds": round(time.time() - runner.stats.started_at, 1),
             }
             return self.json(body, status=200 if reachable else 503)

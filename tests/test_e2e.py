@@ -245,3 +245,29 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
         else:
             first[record["id"]] = stable
     assert len(ids) > len(first) or done_before >= 3000
+
+
+def test_a_raw_topic_created_after_start_is_reported_then_consumed_after_restart(
+    broker: Broker, tmp_path: Path, models_dir: Path
+) -> None:
+    p = prefix()
+    late_topic = f"{RAW}.late{p}"
+    worker = new_worker(broker, tmp_path, models_dir)
+    worker.extra_env["NOMENCLATURE_TOPIC_DISCOVERY_SECONDS"] = "1"
+    worker.start()
+    try:
+        worker.wait_ready()
+        produce_items(broker.bootstrap, [make_item(f"{p}-late", "Монтаж кондиционера")], late_topic)
+        deadline = time.monotonic() + 30
+        while late_topic not in (health := worker.get("/health")).get("unsubscribed_raw_topics", []):
+            assert time.monotonic() < deadline, health
+            time.sleep(0.5)
+        assert health["status"] == "degraded"
+        worker.stop()
+        worker.start()
+        worker.wait_ready()
+        classified, _ = wait_for_ids(broker.bootstrap, p, {f"{p}-late"}, worker)
+        assert worker.get("/health")["unsubscribed_raw_topics"] == []
+    finally:
+        worker.stop()
+    assert classified[0]["source"]["topic"] == late_topic
