@@ -205,6 +205,39 @@ def test_duplicates_and_source_topics(broker: Broker, tmp_path: Path, models_dir
     assert erp and erp[0]["source"]["topic"] == source_topic
 
 
+def test_two_workers_side_by_side_share_the_partitions(
+    broker: Broker, tmp_path: Path, models_dir: Path
+) -> None:
+    p = prefix()
+    items = [make_item(f"{p}-{i}", row["name"]) for i, row in enumerate(labelled_rows(400))]
+    first = new_worker(broker, tmp_path, models_dir)
+    second = new_worker(broker, tmp_path, models_dir, app_id=first.app_id)
+    assert first.data_dir != second.data_dir and first.web_port != second.web_port
+    first.start()
+    second.start()
+    try:
+        first.wait_ready()
+        second.wait_ready()
+        deadline = time.monotonic() + 60
+        while True:  # the group settles on both members holding raw partitions
+            owned = [
+                {a for a in w.get("/health")["assignment"] if a.startswith(f"{RAW}:")}
+                for w in (first, second)
+            ]
+            if all(owned) and not owned[0] & owned[1]:
+                break
+            assert time.monotonic() < deadline, owned
+            time.sleep(1)
+        produce_items(broker.bootstrap, items)
+        classified, rejected = wait_for_ids(broker.bootstrap, p, {i["id"] for i in items}, first)
+        counts = [w.get("/stats")["topics"].get(RAW, {}).get("classified", 0) for w in (first, second)]
+    finally:
+        first.stop()
+        second.stop()
+    assert {c["id"] for c in classified} == {i["id"] for i in items} and not rejected
+    assert all(n > 0 for n in counts), counts
+
+
 @pytest.mark.timeout(900)
 def test_kill_9_mid_stream_then_restart_loses_nothing(
     broker: Broker, tmp_path: Path, models_dir: Path
