@@ -20,6 +20,7 @@ from streams.pipeline import Pipeline
 from streams.scoring import Scorer, build_pipeline
 from streams.settings import Settings
 from streams.stats import Stats
+from streams.topics import CLASSIFIED, REJECTED
 from streams.topics import raw_topics as raw_topics_now
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
     @app.service
     class RunnerLifecycle(Service):
         async def on_start(self) -> None:
+            await runner.producer.prepare([CLASSIFIED, REJECTED, items.changelog_topic])
             await runner.scorer.start()
 
         async def on_stop(self) -> None:

@@ -49,6 +49,12 @@ class BatchProducer:
         if self._producer is None:
             await self.producer.start()
 
+    async def prepare(self, topics: Sequence[str], timeout: float = 30.0) -> None:
+        """Start and load metadata for ``topics``, so the first micro-batch is not the one that waits."""
+        await self.start()
+        for topic in topics:
+            await asyncio.wait_for(self.producer.partitions_for(topic), timeout)
+
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
