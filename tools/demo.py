@@ -9,9 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from connectors.files import read_items
+from connectors.kafka_io import produce_items, read_topic
+from schemas import Catalogue, catalogue_from_url
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, REJECTED
+from tools.broker import EmbeddedBroker
+from tools.cli import ensure_model, run_sync
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -23,11 +29,6 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> None:
-    from connectors.files import read_items
-    from connectors.kafka_io import produce_items, read_topic
-    from schemas import catalogue_from_url
-    from tools.broker import EmbeddedBroker
-    from tools.cli import ensure_model, run_sync
 
     started = time.monotonic()
     broker = None
@@ -46,7 +47,7 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
         items = list(read_items(samples))
         sent = run_sync(produce_items(settings.bootstrap_servers, RAW, items, catalogue))
         print(f"[demo] published {sent} sample items to {RAW}", flush=True)
-        classified, rejected = _collect(settings, catalogue, sent, read_topic, run_sync, worker)
+        classified, rejected = _collect(settings, catalogue, sent, worker)
         print(
             f"\n[demo] {CLASSIFIED}: {len(classified)} items ({time.monotonic() - started:.0f}s after start)",
             flush=True,
@@ -80,19 +81,23 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
             broker.stop()
 
 
-def _collect(settings, catalogue, expected, read_topic, run_sync, worker, timeout: float = 90.0):
+def _collect(
+    settings: Settings,
+    catalogue: Catalogue,
+    expected: int,
+    worker: subprocess.Popen[bytes],
+    timeout: float = 90.0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read both output topics until every published item is accounted for."""
+
+    async def read(topic: str) -> list[dict[str, Any]]:
+        try:
+            return [r async for r in read_topic(settings.bootstrap_servers, topic, catalogue, idle_timeout=1)]
+        except LookupError:  # the topic does not exist yet
+            return []
+
     deadline = time.monotonic() + timeout
     while True:
-
-        async def read(topic: str) -> list[dict]:
-            try:
-                return [
-                    r async for r in read_topic(settings.bootstrap_servers, topic, catalogue, idle_timeout=1)
-                ]
-            except LookupError:
-                return []
-
         classified = run_sync(read(CLASSIFIED))
         rejected = run_sync(read(REJECTED))
         if len(classified) + len(rejected) >= expected:
