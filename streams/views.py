@@ -12,6 +12,7 @@ from faust.web import Request, Response, View
 
 from streams import broker_quirks
 from streams.settings import Settings
+from streams.topics import is_raw_topic
 
 if TYPE_CHECKING:
     from streams.app import Runner
@@ -36,7 +37,7 @@ def _assignment(app: faust.App) -> list[TopicPartition]:
 
 async def lag(app: faust.App, settings: Settings, runner: Runner) -> dict[str, dict[str, int | None]]:
     """Per assigned source partition: next offset to process, fetched high-water mark, and lag."""
-    sources = [tp for tp in _assignment(app) if tp.topic.startswith("nomenclature.raw")]
+    sources = [tp for tp in _assignment(app) if is_raw_topic(tp.topic)]
     highwaters = (
         await broker_quirks.fetched_end_offsets(settings.bootstrap_servers, sources) if sources else {}
     )

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
+from connectors.kafka_io import read_topic
 from schemas import AvroSerde, LocalCatalogue
 from streams.topics import CLASSIFIED, RAW, REJECTED, TOPICS
 from tools.broker import free_port
@@ -155,40 +156,17 @@ def produce_items(bootstrap: str, items: Iterable[dict[str, Any]], topic: str = 
     return produce(bootstrap, ((i["id"].encode(), serde.encode(i)) for i in items), topic)
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
+async def _read_values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        from streams.broker_quirks import fetched_end_offsets
-
-        ends = await fetched_end_offsets(bootstrap, tps)
-        out: list[Any] = []
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000)
-            for tp, records in batch.items():
-                out.extend(r for r in records if r.offset < ends[tp])
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+        return [r["value"] async for r in read_topic(bootstrap, topic, LocalCatalogue())]
+    except LookupError:  # the topic does not exist yet
+        return []
 
 
 def read_outputs(bootstrap: str, prefix: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Decoded classified and rejected values whose item id starts with ``prefix``."""
-    catalogue = LocalCatalogue()
-    classified_serde = AvroSerde(catalogue, TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
-    rejected_serde = AvroSerde(catalogue, TOPICS[REJECTED].subject, TOPICS[REJECTED].schema)
-    classified = [classified_serde.decode(r.value) for r in run_sync(_read_all(bootstrap, CLASSIFIED))]
-    rejected = [rejected_serde.decode(r.value) for r in run_sync(_read_all(bootstrap, REJECTED))]
+    classified = run_sync(_read_values(bootstrap, CLASSIFIED))
+    rejected = run_sync(_read_values(bootstrap, REJECTED))
     return (
         [c for c in classified if c["id"].startswith(prefix)],
         [r for r in rejected if (r["item_id"] or "").startswith(prefix)],

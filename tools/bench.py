@@ -32,6 +32,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from connectors.kafka_io import read_topic
 from schemas import AvroSerde, LocalCatalogue
 from streams.broker_quirks import fetched_end_offsets
 from streams.settings import Settings
@@ -139,29 +140,11 @@ def http_json(port: int, path: str) -> dict:
 
 
 async def classified_times(bootstrap: str) -> list[int]:
-    serde = AvroSerde(LocalCatalogue(), TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(CLASSIFIED, p) for p in consumer.partitions_for_topic(CLASSIFIED) or ()]
-        ends = await fetched_end_offsets(bootstrap, tps)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        times: list[int] = []
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            for tp, records in (await consumer.getmany(*pending, timeout_ms=1000)).items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        times.append(serde.decode(record.value)["classified_at"])
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
-        return [int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t) for t in times]
-    finally:
-        await consumer.stop()
+    """``classified_at`` of every record on nomenclature.classified, epoch millis."""
+    return [
+        int(record["value"]["classified_at"].timestamp() * 1000)
+        async for record in read_topic(bootstrap, CLASSIFIED, LocalCatalogue())
+    ]
 
 
 async def measure_latency(bootstrap: str, rate: int, seconds: int) -> list[float]:
