@@ -334,11 +334,15 @@ class Featurizer:
         return self.row_digests(self.transform(items))
 
     def row_digests(self, features: sp.csr_matrix) -> list[str]:
-        """`digest` of every row of a matrix this featurizer made."""
+        """`digest` of every row of a matrix this featurizer made (values converted once per matrix)."""
         ptr = features.indptr
-        return [
-            self._digest_arrays(
-                features.indices[ptr[i] : ptr[i + 1]], features.data[ptr[i] : ptr[i + 1]], self.n_features
-            )
-            for i in range(features.shape[0])
-        ]
+        indices = np.asarray(features.indices, dtype="<i4").tobytes()
+        values = np.rint(np.asarray(features.data, dtype=np.float64) * 1e6).astype("<i8").tobytes()
+        width = str(self.n_features).encode()
+        digests = []
+        for start, end in zip(ptr[:-1].tolist(), ptr[1:].tolist(), strict=True):
+            digest = hashlib.sha256(width)
+            digest.update(indices[4 * start : 4 * end])
+            digest.update(values[8 * start : 8 * end])
+            digests.append(digest.hexdigest()[:16])
+        return digests

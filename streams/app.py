@@ -17,13 +17,17 @@ from streams import broker_quirks, item_table, views
 from streams.emit import BatchProducer
 from streams.messages import RawMessage
 from streams.pipeline import Pipeline
-from streams.scoring import Scorer, build_pipeline
+from streams.scoring import Scorer, build_pipeline, limit_native_threads
 from streams.settings import Settings
 from streams.stats import Stats
 from streams.topics import CLASSIFIED, REJECTED
 from streams.topics import raw_topics as raw_topics_now
 
 log = logging.getLogger(__name__)
+
+# Micro-batches in flight: while the oldest is finished and delivered, the scoring process works on the
+# next and one more waits for it, so it never idles on the worker's delivery round trip (3 gave +5% over 2).
+IN_FLIGHT = 3
 
 
 class NoModelError(RuntimeError):
@@ -62,7 +66,7 @@ class Runner:
         scored = await self.scorer.score(messages)
         if previous is not None:
             await previous
-        result = self.pipeline.finish(scored, self.items.get)
+        result = self.pipeline.finish(messages, scored, self.items.get)
         changelog = self.items.stage(result.table_updates)
         delivered = await self.producer.send_all(result.outputs + changelog)
         self.items.persisted(delivered)
@@ -87,6 +91,7 @@ def _raw_message(event: faust.EventT) -> RawMessage:
 def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier | None = None) -> faust.App:
     """The worker's app, consuming ``raw_topics`` (see ``streams.topics.raw_topics``)."""
     broker_quirks.apply(settings.is_tansu, settings.bootstrap_servers)
+    limit_native_threads()
     classifier = classifier or load_champion(settings)
     settings.tables_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -115,10 +120,9 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
 
     @app.agent(raw, name="classify")
     async def classify(stream: faust.StreamT) -> None:
-        # Two micro-batches in flight: the scoring process works on the next one while this one is
-        # finished and delivered. An input is acknowledged (its offset may be committed) only by
-        # `Runner.handle`, after its outputs are delivered: the extra reference taken here keeps
-        # `take_events` from acknowledging it when the loop moves on.
+        # Up to IN_FLIGHT micro-batches, finished in order. An input is acknowledged (its offset may
+        # be committed) only by `Runner.handle`, after its outputs are delivered: the extra reference
+        # taken here keeps `take_events` from acknowledging it when the loop moves on.
         in_flight: deque[asyncio.Future[None]] = deque()
         try:
             async for events in stream.take_events(settings.batch_size, within=within):
@@ -127,7 +131,7 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
                     event.message.incref()
                 previous = in_flight[-1] if in_flight else None
                 in_flight.append(asyncio.ensure_future(runner.handle(batch, previous, stream)))
-                while in_flight and (len(in_flight) > 1 or in_flight[0].done()):
+                while in_flight and (len(in_flight) >= IN_FLIGHT or in_flight[0].done()):
                     await in_flight.popleft()
         finally:
             for task in in_flight:

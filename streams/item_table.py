@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-from aiokafka.structs import RecordMetadata
 from faust.types import TP
 from rocksdict import WriteBatch
 
+from streams.emit import Delivered
 from streams.messages import OutRecord, TableUpdate
 
 TABLE_NAME = "items"
@@ -58,20 +58,19 @@ class ItemTable:
         topic = self.changelog_topic
         for update in updates:
             key = update.key.encode("utf-8")
-            value = json.dumps(update.value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            batches[update.partition].put(key, value)
-            records.append(OutRecord(topic, key, value, None, partition=update.partition))
+            batches[update.partition].put(key, update.value)
+            records.append(OutRecord(topic, key, update.value, None, partition=update.partition))
         for partition, batch in batches.items():
             self._db(partition).write(batch)
         return records
 
-    def persisted(self, delivered: Sequence[RecordMetadata]) -> None:
+    def persisted(self, delivered: Sequence[Delivered]) -> None:
         """Remember the highest delivered changelog offset per partition, as Faust's own path does."""
         topic = self.changelog_topic
         highest: dict[int, int] = {}
-        for meta in delivered:
-            if meta.topic == topic:
-                highest[meta.partition] = max(meta.offset, highest.get(meta.partition, -1))
+        for batch in delivered:
+            if batch.topic == topic:
+                highest[batch.partition] = max(batch.last_offset, highest.get(batch.partition, -1))
         for partition, offset in highest.items():
             self.table.data.set_persisted_offset(TP(topic, partition), offset)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(slots=True)
-class RawMessage:
-    """One record as read from a raw topic."""
+class RawMessage(NamedTuple):
+    """One record as read from a raw topic (a tuple: cheap to pickle to the scoring process)."""
 
     topic: str
     partition: int
@@ -42,13 +41,12 @@ class OutRecord:
     partition: int | None = None
 
 
-@dataclass(slots=True)
-class TableUpdate:
-    """New per-item state for the item table, written to the source record's partition."""
+class TableUpdate(NamedTuple):
+    """New per-item state for the item table (JSON), written to the source record's partition."""
 
     partition: int
     key: str
-    value: dict[str, Any]
+    value: bytes
 
 
 @dataclass(slots=True)

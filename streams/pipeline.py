@@ -15,11 +15,11 @@ crash (at-least-once) and is classified again, yielding the same output key and 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from models.classifier import Classifier, Prediction
 from schemas import AvroSerde, Catalogue, DecodeError
@@ -35,17 +35,22 @@ log = logging.getLogger(__name__)
 Lookup = Callable[[int, str], dict[str, Any] | None]
 
 
-@dataclass(slots=True)
-class Scored:
-    """One record after :meth:`Pipeline.score`: either refused (stage + errors) or classified."""
+class Scored(NamedTuple):
+    """What :meth:`Pipeline.score` says of one record: refused (stage + errors) or classified.
 
-    message: RawMessage
+    A tuple without the message itself, so that it travels back from the scoring process cheaply.
+    """
+
     item_id: str | None
     stage: str | None = None  # decode | validate | classify when refused
     errors: list[Issue] | None = None
     content_hash: str = ""
     value: bytes = b""  # the encoded ClassifiedItem
-    state: dict[str, Any] | None = None  # the item-table value
+    state: bytes = b""  # the item-table value (JSON)
+
+
+def _refused(item_id: str | None, stage: str, errors: list[Issue]) -> Scored:
+    return Scored(item_id, stage, errors)
 
 
 class Pipeline:
@@ -61,45 +66,55 @@ class Pipeline:
 
     def process(self, messages: Sequence[RawMessage], lookup: Lookup) -> BatchResult:
         """Both phases in this process."""
-        return self.finish(self.score(messages), lookup)
+        return self.finish(messages, self.score(messages), lookup)
 
     def score(self, messages: Sequence[RawMessage]) -> list[Scored]:
-        scored: list[Scored] = []
-        accepted: list[tuple[Scored, dict[str, Any], list[Issue]]] = []
+        """One :class:`Scored` per message, in order."""
+        scored: list[Scored | None] = []
+        accepted: list[tuple[int, dict[str, Any], list[Issue]]] = []
         for message in messages:
             try:
                 item = self.item_serde.decode(message.value)
             except DecodeError as exc:
-                scored.append(Scored(message, None, "decode", [Issue("", exc.code, exc.message)]))
+                scored.append(_refused(None, "decode", [Issue("", exc.code, exc.message)]))
                 continue
             checked = self.validator.validate(item, key=_key_or_none(message.key))
             if checked.errors:
-                scored.append(Scored(message, item.get("id"), "validate", checked.errors))
+                scored.append(_refused(item.get("id"), "validate", checked.errors))
                 continue
-            one = Scored(message, checked.item["id"], content_hash=content_hash(checked.item))
-            scored.append(one)
-            accepted.append((one, checked.item, checked.warnings))
+            accepted.append((len(scored), checked.item, checked.warnings))
+            scored.append(None)
         if accepted:
-            self._classify(accepted)
-        return scored
+            for index, one in self._classify(messages, accepted):
+                scored[index] = one
+        return scored  # type: ignore[return-value]
 
-    def _classify(self, accepted: list[tuple[Scored, dict[str, Any], list[Issue]]]) -> None:
+    def _classify(
+        self, messages: Sequence[RawMessage], accepted: list[tuple[int, dict[str, Any], list[Issue]]]
+    ) -> list[tuple[int, Scored]]:
         try:
             predictions, digests = self._predict([item for _, item, _ in accepted])
         except Exception:
             # A batch failure must not cost the good items: score one by one to find the culprit.
             log.exception("classifying a batch of %d failed; retrying item by item", len(accepted))
-            for one, item, warnings in accepted:
+            done = []
+            for index, item, warnings in accepted:
                 try:
                     predictions, digests = self._predict([item])
                 except Exception as exc:
                     issue = Issue("", "classify_failed", f"{type(exc).__name__}: {exc}")
-                    one.stage, one.errors = "classify", [issue]
+                    done.append((index, _refused(item["id"], "classify", [issue])))
                 else:
-                    self._encode(one, item, warnings, predictions[0], digests[0])
-            return
-        for (one, item, warnings), prediction, digest in zip(accepted, predictions, digests, strict=True):
-            self._encode(one, item, warnings, prediction, digest)
+                    done.append(
+                        (index, self._encode(messages[index], item, warnings, predictions[0], digests[0]))
+                    )
+            return done
+        return [
+            (index, self._encode(messages[index], item, warnings, prediction, digest))
+            for (index, item, warnings), prediction, digest in zip(
+                accepted, predictions, digests, strict=True
+            )
+        ]
 
     def _predict(self, items: list[dict[str, Any]]) -> tuple[list[Prediction], list[str]]:
         featurizer = self.classifier.featurizer
@@ -112,9 +127,13 @@ class Pipeline:
         return predictions, featurizer.row_digests(features)
 
     def _encode(
-        self, one: Scored, item: dict[str, Any], warnings: list[Issue], prediction: Prediction, digest: str
-    ) -> None:
-        message = one.message
+        self,
+        message: RawMessage,
+        item: dict[str, Any],
+        warnings: list[Issue],
+        prediction: Prediction,
+        digest: str,
+    ) -> Scored:
         now_ms = int(time.time() * 1000)
         record = {
             "id": item["id"],
@@ -130,9 +149,9 @@ class Pipeline:
             "source": message.source(),
             "classified_at": now_ms,
         }
-        one.value = self.classified_serde.encode(record, validate=False)
-        one.state = {
-            "content_hash": one.content_hash,
+        hashed = content_hash(item)
+        state = {
+            "content_hash": hashed,
             "source": message.position,
             "feature_digest": digest,
             "featurizer_version": self.classifier.featurizer_version,
@@ -141,33 +160,43 @@ class Pipeline:
             "confidence": round(prediction.confidence, 6),
             "classified_at": now_ms,
         }
+        return Scored(
+            item["id"],
+            content_hash=hashed,
+            value=self.classified_serde.encode(record, validate=False),
+            state=json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+        )
 
-    def finish(self, scored: Sequence[Scored], lookup: Lookup) -> BatchResult:
+    def finish(self, messages: Sequence[RawMessage], scored: Sequence[Scored], lookup: Lookup) -> BatchResult:
+        """Duplicates, dead letters, item-table updates and counts; ``scored`` aligns with ``messages``."""
         result = BatchResult()
-        # state written earlier in this same batch, so two records of one id in a batch see each other
-        pending: dict[tuple[int, str], dict[str, Any]] = {}
-        for one in scored:
-            message = one.message
+        outputs = result.outputs
+        # (content hash, source) written earlier in this same batch, so two records of one id see each other
+        pending: dict[tuple[int, str], tuple[str, str]] = {}
+        for message, one in zip(messages, scored, strict=True):
             if one.stage is not None:
                 self._reject(result, message, one.stage, one.errors or [], one.item_id)
                 continue
-            assert one.item_id is not None and one.state is not None
-            where = (message.partition, one.item_id)
-            seen = pending.get(where) or lookup(*where)
-            same_content = seen is not None and seen["content_hash"] == one.content_hash
-            if same_content and seen["source"] != message.position:  # type: ignore[index]
+            item_id = one.item_id
+            assert item_id is not None
+            where = (message.partition, item_id)
+            seen = pending.get(where)
+            if seen is None:
+                stored = lookup(*where)
+                if stored is not None:
+                    seen = (stored["content_hash"], stored["source"])
+            position = message.position
+            if seen is not None and seen[0] == one.content_hash and seen[1] != position:
                 issue = Issue(
                     "id",
                     "duplicate",
-                    f"item {one.item_id!r} with identical content was already classified "
-                    f"from {seen['source']}",  # type: ignore[index]
+                    f"item {item_id!r} with identical content was already classified from {seen[1]}",
                 )
-                self._reject(result, message, "validate", [issue], one.item_id, outcome="duplicate")
+                self._reject(result, message, "validate", [issue], item_id, outcome="duplicate")
                 continue
-            pending[where] = one.state
-            key = one.item_id.encode("utf-8")
-            result.outputs.append(OutRecord(CLASSIFIED, key, one.value, message.timestamp_ms))
-            result.table_updates.append(TableUpdate(message.partition, one.item_id, one.state))
+            pending[where] = (one.content_hash, position)
+            outputs.append(OutRecord(CLASSIFIED, item_id.encode("utf-8"), one.value, message.timestamp_ms))
+            result.table_updates.append(TableUpdate(message.partition, item_id, one.state))
             result.counts.append((message.topic, "classified", ""))
         return result
 

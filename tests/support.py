@@ -113,6 +113,18 @@ class Worker:
         except FileNotFoundError:
             return "(no log)"
 
+    def children(self) -> list[int]:
+        """Pids of the worker's child processes (its scoring processes), from /proc."""
+        assert self.process is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                    found.append(int(stat.parent.name))
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
     def kill9(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)

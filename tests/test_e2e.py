@@ -239,6 +239,14 @@ def test_two_workers_side_by_side_share_the_partitions(
 
 
 @pytest.mark.timeout(900)
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (init here) has yet to reap it
+
+
 def test_kill_9_mid_stream_then_restart_loses_nothing(
     broker: Broker, tmp_path: Path, models_dir: Path
 ) -> None:
@@ -253,7 +261,13 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
     while worker.get("/stats")["topics"].get(RAW, {}).get("classified", 0) < 3000:
         assert time.monotonic() < deadline, worker.log_tail()
         time.sleep(0.2)
+    scoring_processes = worker.children()
+    assert scoring_processes, "the worker scores in a separate process by default"
     worker.kill9()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in scoring_processes):
+        assert time.monotonic() < deadline, "scoring processes outlived the killed worker"
+        time.sleep(0.2)
     done_before = len({c["id"] for c in read_outputs(broker.bootstrap, p)[0]})
     assert 0 < done_before < len(items), "the kill must land mid-stream"
 

@@ -9,6 +9,9 @@
 3. Latency: with the worker caught up, items are offered at ``--rate`` per second for ``--seconds``;
    latency = when a consumer of ``nomenclature.classified`` receives the result − the input record's
    timestamp (set by the producer at send). p50 / p99 / max.
+4. CPU per item, same run (Linux /proc): the ceiling agent's process and the broker while it drains; the
+   worker, its scoring processes and the broker while the worker drains. With the machine's cores this
+   bounds what any pipeline of that CPU cost per item can reach, whatever its concurrency.
 
 Uses the embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set.
 """
@@ -99,23 +102,27 @@ def ceiling_worker(bootstrap: str, topic: str, n: int, data_dir: str, flavor: st
         **broker_quirks.faust_settings(flavor == "tansu"),
     )
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
-    state = {"n": 0, "t0": 0.0}
+    state = {"n": 0, "t0": 0.0, "cpu0": 0.0}
 
     @app.agent(source)
     async def count(stream: faust.StreamT) -> None:
         async for _value in stream:
             if state["n"] == 0:
                 state["t0"] = time.perf_counter()
+                state["cpu0"] = time.process_time()
             state["n"] += 1
             if state["n"] >= n:
-                print(f"CEILING {(n - 1) / (time.perf_counter() - state['t0']):.1f}", flush=True)
+                rate = (n - 1) / (time.perf_counter() - state["t0"])
+                cpu_us = (time.process_time() - state["cpu0"]) / (n - 1) * 1e6
+                print(f"CEILING {rate:.1f} {cpu_us:.2f}", flush=True)
                 os._exit(0)
 
     sys.argv = [sys.argv[0], "worker", "-l", "warn"]
     app.main()
 
 
-def run_ceiling(bootstrap: str, flavor: str, n: int, tmp: Path) -> float:
+def run_ceiling(bootstrap: str, flavor: str, n: int, tmp: Path) -> tuple[float, float]:
+    """(items/s, CPU µs per item of the ceiling agent's process)."""
     cmd = [
         sys.executable,
         "-m",
@@ -130,8 +137,34 @@ def run_ceiling(bootstrap: str, flavor: str, n: int, tmp: Path) -> float:
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     for line in out.stdout.splitlines() + out.stderr.splitlines():
         if "CEILING" in line:
-            return float(line.rsplit("CEILING", 1)[1].split()[0])
+            rate, cpu_us = line.rsplit("CEILING", 1)[1].split()[:2]
+            return float(rate), float(cpu_us)
     raise RuntimeError(f"ceiling worker failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (Linux /proc; 0 where unreadable)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (the worker's scoring processes)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def http_json(port: int, path: str) -> dict:
@@ -231,7 +264,10 @@ def main() -> None:
         run_sync(publish(bootstrap, RAW, records))
         run_sync(publish(bootstrap, CEILING_TOPIC, records))
 
-        ceiling = run_ceiling(bootstrap, flavor, args.items, tmp)
+        broker_pids = [broker.process.pid] if broker is not None and broker.process is not None else []
+        broker_cpu = cpu_seconds(broker_pids)
+        ceiling, ceiling_cpu_us = run_ceiling(bootstrap, flavor, args.items, tmp)
+        ceiling_broker_us = (cpu_seconds(broker_pids) - broker_cpu) / args.items * 1e6
         print(f"ceiling (consume-only Faust agent): {ceiling:,.0f} items/s", flush=True)
 
         port = free_port()
@@ -249,18 +285,37 @@ def main() -> None:
             [sys.executable, "-m", "tools.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log
         )
         deadline = time.monotonic() + 900
+        first: tuple[int, float, float, float] | None = None  # items done, worker, scoring, broker CPU
         while True:
-            time.sleep(1)
+            time.sleep(0.5)
             if worker.poll() is not None:
-                raise RuntimeError(f"worker exited; see {tmp / 'worker.log'}")
+                tail = (tmp / "worker.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"worker exited:\n{tail}")
             try:
                 done = http_json(port, "/stats")["topics"].get(RAW, {}).get("in", 0)
             except OSError:
                 done = 0
+            if first is None and done > 0:
+                first = (
+                    done,
+                    cpu_seconds([worker.pid]),
+                    cpu_seconds(children(worker.pid)),
+                    cpu_seconds(broker_pids),
+                )
             if done >= args.items:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("worker too slow")
+        assert first is not None
+        drained = max(done - first[0], 1)
+        worker_us, scoring_us, broker_us = (
+            (cpu_seconds(pids) - before) / drained * 1e6
+            for pids, before in (
+                ([worker.pid], first[1]),
+                (children(worker.pid), first[2]),
+                (broker_pids, first[3]),
+            )
+        )
         times = run_sync(classified_times(bootstrap))
         throughput = (len(times) - 1) / ((max(times) - min(times)) / 1000)
         stats = http_json(port, "/stats")
@@ -280,7 +335,17 @@ def main() -> None:
             "latency_p99_ms": round(percentile(latencies, 0.99), 1),
             "latency_max_ms": round(max(latencies), 1),
             "worker_batches": stats["batches"],
+            "cores": os.cpu_count(),
+            "cpu_us_per_item": {
+                "ceiling_agent": round(ceiling_cpu_us, 1),
+                "ceiling_broker": round(ceiling_broker_us, 1),
+                "pipeline_worker": round(worker_us, 1),
+                "pipeline_scoring": round(scoring_us, 1),
+                "pipeline_broker": round(broker_us, 1),
+            },
         }
+        pipeline_cpu = worker_us + scoring_us + broker_us
+        cores = os.cpu_count() or 1
         print(
             f"pipeline raw→classified: {throughput:,.0f} items/s  |  ceiling: {ceiling:,.0f} items/s  |  "
             f"ratio {throughput / ceiling:.2f} (target ≥ 0.70)"
@@ -288,6 +353,13 @@ def main() -> None:
         print(
             f"latency at {args.rate} items/s for {args.seconds}s: p50 {result['latency_p50_ms']} ms, "
             f"p99 {result['latency_p99_ms']} ms (target < 100), max {result['latency_max_ms']} ms"
+        )
+        print(
+            f"CPU per item: ceiling agent {ceiling_cpu_us:.0f} µs + broker {ceiling_broker_us:.0f} µs  |  "
+            f"pipeline worker {worker_us:.0f} + scoring {scoring_us:.0f} + broker {broker_us:.0f} = "
+            f"{pipeline_cpu:.0f} µs; on {cores} cores at most {cores / pipeline_cpu * 1e6:,.0f} items/s "
+            f"(ratio ≤ {cores / pipeline_cpu * 1e6 / ceiling:.2f}); ratio 0.70 needs ≤ "
+            f"{cores / (0.7 * ceiling) * 1e6:.0f} µs"
         )
         print(json.dumps(result))
     finally:
