@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench bench-train clean
 
 help:
 	@echo "make install  create $(VENV) and install the package with its test extras"
@@ -14,6 +14,7 @@ help:
 	@echo "make test     the test suite (pytest)"
 	@echo "make lint     ruff check"
 	@echo "make bench    throughput benchmark (tools.bench)"
+	@echo "make bench-train  training throughput and memory on 1M and 10M synthetic rows (tools.bench_train)"
 	@echo "make clean    remove .nomenclature/ and build artefacts (keeps $(VENV))"
 
 install: $(STAMP)
@@ -34,6 +35,9 @@ lint: install
 
 bench: install
 	$(BIN)/python -m tools.bench
+
+bench-train: install
+	$(BIN)/python -m tools.bench_train --rows 1000000 10000000
 
 clean:
 	rm -rf .nomenclature build dist *.egg-info .pytest_cache .ruff_cache

@@ -142,12 +142,23 @@ def _split(word: str) -> tuple[str, str]:
     return (match.group(1), match.group(2)) if match else ("", word)
 
 
-def strip_service_prefix(name: str) -> str | None:
-    """The name without its "Услуги по"/"Работы по" prefix, or None when the rule does not apply."""
+def split_service_prefix(name: str) -> tuple[str, str] | None:
+    """(the "[Прочие] Услуги/Работы [(работы)] по" prefix, the rest in the dative) or None without one."""
     match = _PREFIX.match(name)
     if not match:
         return None
-    words = name[match.end() :].split()
+    return name[: match.end()].strip(), name[match.end() :]
+
+
+def strip_service_prefix_parts(name: str) -> tuple[str, str] | None:
+    """(the activity in the nominative, the rest unchanged), or None when the rule does not apply.
+
+    "Услуги по ремонту и техническому обслуживанию судов" → ("ремонт и техническое обслуживание", "судов").
+    """
+    split = split_service_prefix(name)
+    if split is None:
+        return None
+    words = split[1].split()
     position = _convert_phrase(words, 0)
     if position is None:
         return None
@@ -162,7 +173,15 @@ def strip_service_prefix(name: str) -> str | None:
         if converted is None:
             return None
         position = converted
-    text = " ".join(words)
+    return " ".join(words[:position]), " ".join(words[position:])
+
+
+def strip_service_prefix(name: str) -> str | None:
+    """The name without its "Услуги по"/"Работы по" prefix, or None when the rule does not apply."""
+    parts = strip_service_prefix_parts(name)
+    if parts is None:
+        return None
+    text = " ".join(part for part in parts if part)
     return text[:1].upper() + text[1:]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,8 @@ def predict_csv(input_csv: Path, output_csv: Path, classifier: Classifier, expla
     """
     written = 0
     output_csv = Path(output_csv)
-    chunks = pd.read_csv(input_csv, dtype=str, keep_default_na=False, chunksize=CHUNK_ROWS)
-    for number, chunk in enumerate(chunks):
-        if "name" not in chunk.columns:
-            raise ValueError(f"{input_csv}: a 'name' column is required, found {list(chunk.columns)}")
-        items = _items(chunk)
+    for number, chunk in enumerate(read_item_chunks(input_csv)):
+        items = items_from_frame(chunk)
         predictions = classifier.predict(
             items, top_k=len(classifier.labels), explain=EXPLAIN_TOKENS if explain else 0
         )
@@ -44,7 +42,23 @@ def predict_csv(input_csv: Path, output_csv: Path, classifier: Classifier, expla
     return written
 
 
-def _items(chunk: pd.DataFrame) -> list[dict[str, Any]]:
+def read_item_chunks(
+    input_csv: Path, required: tuple[str, ...] = ("name",), chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The CSV's rows in chunks, every cell a string (blank cells ''); checks the `required` columns."""
+    chunks = pd.read_csv(input_csv, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+    for chunk in chunks:
+        missing = [column for column in required if column not in chunk.columns]
+        if missing:
+            raise ValueError(
+                f"{input_csv}: column(s) {', '.join(repr(c) for c in missing)} required, "
+                f"found {list(chunk.columns)}"
+            )
+        yield chunk
+
+
+def items_from_frame(chunk: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as stream-like items: the ITEM_FIELDS columns present, blank cells as None."""
     fields = [field for field in ITEM_FIELDS if field in chunk.columns]
     records = chunk[fields].to_dict("records")
     # Blank cells mean "not given", as None does in the stream's items.

@@ -1,4 +1,10 @@
-"""A fitted product/service classifier: MLP + featurizer + version, with cheap per-word explanations."""
+"""A fitted product/service classifier: MLP + featurizer + version, with occlusion explanations.
+
+Explanation of one item (local): each distinct word of its name, and each structured field it carries, is
+left out in turn (`Featurizer.occlusions`); a part's weight is how much the predicted class's probability
+drops without it. Names are short, so this costs a handful of extra rows per item, and results are cached
+per `Featurizer.occlusion_key` (the same name and fields, the same explanation).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,15 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.neural_network import MLPClassifier
 
-from models.attribution import first_layer_deltas, forward, token_scores
-from models.featurizer import Featurizer, TokenMatrix
+from models.attribution import forward, forward_from_first_layer
+from models.featurizer import Featurizer, Occlusions
 
 # Outputs are rounded so that they do not depend on the batch an item was scored in (see `net`).
 ROUND_DIGITS = 9
+# Explanation weights are probability differences, kept to 6 decimals.
+WEIGHT_DIGITS = 6
+EXPLANATION_CACHE_SIZE = 50_000
+FORWARD_ROWS = 4096  # rows per forward pass over occlusion variants (bounds the dense activations' memory)
 
 
 @dataclass
@@ -24,8 +34,9 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float]
     top_k: list[tuple[str, float]]
-    # (normalised word, gradient×input weight toward `label`), strongest first; only words that push toward
-    # the predicted label are listed, so it may hold fewer than `explain` entries or none.
+    # (normalised name word or "field=value", drop of the label's probability without it), strongest first;
+    # only parts whose removal lowers the label's probability are listed, so it may hold fewer than
+    # `explain` entries or none.
     explanation: list[tuple[str, float]]
 
 
@@ -70,7 +81,16 @@ class Classifier:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_net", None)
+        state.pop("_explained", None)
         return state
+
+    @property
+    def _explanations(self) -> dict[tuple[Any, ...], list[tuple[str, float]]]:
+        """Explanations by occlusion key, per classifier (a new model starts empty); cleared when full."""
+        cache = self.__dict__.get("_explained")
+        if cache is None:
+            cache = self.__dict__["_explained"] = {}
+        return cache
 
     def __repr__(self) -> str:
         return f"Classifier(version={self.version!r}, featurizer_version={self.featurizer_version!r})"
@@ -82,33 +102,27 @@ class Classifier:
     def predict(
         self, items: Sequence[Mapping[str, Any]], top_k: int = 2, explain: int = 3
     ) -> list[Prediction]:
-        """Label, probabilities, the `top_k` classes and, with `explain` > 0, up to `explain` words.
-
-        A word's weight is gradient×input attribution toward the predicted class's logit, summed over the
-        word's features (unigram, character n-grams, cues, head-word feature, half of each bigram). Words
-        with a non-positive weight are left out: the explanation lists the evidence for the label only.
-        """
+        """Label, probabilities, the `top_k` classes and, with `explain` > 0, up to `explain` parts."""
         if not items:
             return []
-        if explain > 0:
-            features, tokens = self.featurizer.transform_with_tokens(items)
-        else:
-            features, tokens = self.featurizer.transform(items), None
-        return self.predict_features(features, tokens, top_k=top_k, explain=explain)
+        return self.predict_features(self.featurizer.transform(items), items, top_k=top_k, explain=explain)
 
     def predict_features(
-        self, features: sp.csr_matrix, tokens: TokenMatrix | None, top_k: int = 2, explain: int = 3
+        self,
+        features: sp.csr_matrix,
+        items: Sequence[Mapping[str, Any]],
+        top_k: int = 2,
+        explain: int = 3,
     ) -> list[Prediction]:
-        """As `predict`, on rows the featurizer already made (`tokens` None: no explanation)."""
+        """As `predict`, on the rows the featurizer made of `items`."""
         if features.shape[0] == 0:
             return []
-        hidden, proba = forward(self.net, features)
-        proba = np.round(proba, ROUND_DIGITS)
+        proba = np.round(forward(self.net, features)[1], ROUND_DIGITS)
         predicted = proba.argmax(axis=1)
-        if tokens is None or explain <= 0:
-            explanations: list[list[tuple[str, float]]] = [[] for _ in range(features.shape[0])]
+        if explain > 0:
+            explanations = self._explain(items, predicted, proba, explain)
         else:
-            explanations = self._explain(hidden, predicted, tokens, explain)
+            explanations = [[] for _ in range(features.shape[0])]
 
         labels = self.labels
         k = max(1, min(top_k, len(labels)))
@@ -127,16 +141,108 @@ class Classifier:
             )
         ]
 
-    def _explain(
-        self, hidden: list[np.ndarray], predicted: np.ndarray, tokens: TokenMatrix, explain: int
-    ) -> list[list[tuple[str, float]]]:
-        deltas = first_layer_deltas(self.net, hidden, predicted)
-        scores = np.round(token_scores(self.net, tokens, deltas), ROUND_DIGITS)
-        per_item: list[dict[str, float]] = [{} for _ in range(len(predicted))]
-        for item, word, score in zip(tokens.item_index.tolist(), tokens.words, scores.tolist(), strict=True):
-            weights = per_item[item]
-            weights[word] = weights.get(word, 0.0) + score
-        return [
-            sorted(((w, s) for w, s in weights.items() if s > 0), key=lambda ws: -ws[1])[:explain]
-            for weights in per_item
+    def _occluded_proba(self, occlusions: Occlusions) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities of each item and of each of its occlusion variants.
+
+        A variant's counts are the item's minus the part's contribution, re-normalised per block as
+        `transform` does. The first layer is linear, so a variant's is the item's product with W1 minus
+        the part's (a few dozen columns) and its block norms follow from the part's columns alone,
+        instead of a full product per variant. The item's own probabilities come from the same
+        arithmetic, so a part that changes nothing weighs exactly 0.
+        """
+        net = self.net
+        n_text = self.featurizer.n_text_features
+        counts, parts, owner = occlusions.counts, occlusions.contributions, occlusions.owner
+        item_text, item_field = _block_products(counts, net.coefs_[0], n_text)
+        part_text, part_field = _block_products(parts, net.coefs_[0], n_text)
+        item_squares = _block_sums(counts, n_text, np.square(counts.data, dtype=np.float64))
+        # (c − d)² − c² over the part's columns, with c the owner item's count there
+        part_rows = np.repeat(np.arange(parts.shape[0]), np.diff(parts.indptr))
+        c = _values_at(counts, owner[part_rows], parts.indices)
+        d = parts.data.astype(np.float64)
+        variant_squares = item_squares[owner] + _block_sums(parts, n_text, d * d - 2 * c * d)
+
+        def first_layer(text: np.ndarray, field: np.ndarray, squares: np.ndarray) -> np.ndarray:
+            norms = np.sqrt(np.maximum(squares, 0.0))
+            norms[norms < 1e-9] = 1.0  # an empty block contributes nothing
+            return text / norms[:, :1] + field / norms[:, 1:] + net.intercepts_[0]
+
+        base = forward_from_first_layer(net, first_layer(item_text, item_field, item_squares))[1]
+        variants = [
+            forward_from_first_layer(
+                net,
+                first_layer(
+                    item_text[owner[s]] - part_text[s],
+                    item_field[owner[s]] - part_field[s],
+                    variant_squares[s],
+                ),
+            )[1]
+            for s in (slice(start, start + FORWARD_ROWS) for start in range(0, len(owner), FORWARD_ROWS))
         ]
+        empty = np.zeros((0, len(self.labels)))
+        return np.round(base, ROUND_DIGITS), np.round(np.vstack(variants or [empty]), ROUND_DIGITS)
+
+    def _explain(
+        self, items: Sequence[Mapping[str, Any]], predicted: np.ndarray, proba: np.ndarray, explain: int
+    ) -> list[list[tuple[str, float]]]:
+        """Occlusion explanations, from the cache or computed for all misses in one forward pass."""
+        cache = self._explanations
+        featurizer = self.featurizer
+        results: list[list[tuple[str, float]] | None] = []
+        misses: dict[tuple[Any, ...], list[int]] = {}
+        for i, item in enumerate(items):
+            key = (featurizer.occlusion_key(item), explain)
+            found = cache.get(key)
+            results.append(found)
+            if found is None:
+                misses.setdefault(key, []).append(i)
+        if misses:
+            first = [rows[0] for rows in misses.values()]
+            occlusions = featurizer.occlusions_of_keys([key[0] for key in misses])
+            base, variants = self._occluded_proba(occlusions)
+            if len(cache) + len(misses) > EXPLANATION_CACHE_SIZE:
+                cache.clear()
+            start = 0
+            for (key, rows), i, parts, whole in zip(
+                misses.items(), first, occlusions.parts, base, strict=True
+            ):
+                label = predicted[i]
+                drops = whole[label] - variants[start : start + len(parts), label]
+                start += len(parts)
+                weights = [
+                    (part, round(float(d), WEIGHT_DIGITS)) for part, d in zip(parts, drops, strict=True)
+                ]
+                ranked = sorted((pw for pw in weights if pw[1] > 0), key=lambda pw: -pw[1])[:explain]
+                cache[key] = ranked
+                for row in rows:
+                    results[row] = ranked
+        return [list(found) for found in results]  # type: ignore[arg-type]
+
+
+def _block_products(counts: sp.csr_matrix, weights: np.ndarray, n_text: int) -> tuple[np.ndarray, np.ndarray]:
+    """(text block @ its weights, field block @ its weights) in float64, without slicing the matrix."""
+    in_field = counts.indices >= n_text
+    field = sp.csr_matrix(
+        (np.where(in_field, counts.data, 0), counts.indices.copy(), counts.indptr.copy()), shape=counts.shape
+    )
+    field.eliminate_zeros()
+    field_product = np.asarray(field @ weights, dtype=np.float64)
+    return np.asarray(counts @ weights, dtype=np.float64) - field_product, field_product
+
+
+def _block_sums(counts: sp.csr_matrix, n_text: int, values: np.ndarray) -> np.ndarray:
+    """Per row, the sum of `values` (one per stored entry) over the text block and over the field block."""
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    keys = rows * 2 + (counts.indices >= n_text)
+    return np.bincount(keys, weights=values, minlength=2 * counts.shape[0]).reshape(-1, 2)
+
+
+def _values_at(matrix: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """matrix[rows[i], columns[i]] for each i (float64; 0 where nothing is stored); indices must be sorted."""
+    width = np.int64(matrix.shape[1])
+    stored_rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = stored_rows * width + matrix.indices  # ascending: rows in order, sorted columns within a row
+    wanted = rows.astype(np.int64) * width + columns
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    found = keys[at] == wanted if len(keys) else np.zeros(len(wanted), dtype=bool)
+    return np.where(found, matrix.data[at] if len(keys) else 0.0, 0.0).astype(np.float64)

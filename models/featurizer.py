@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,6 +27,13 @@ from sklearn.utils import murmurhash3_32
 from models import lexical_cues, text_normalization
 from models.lexical_cues import word_cues
 from models.text_normalization import fix_lookalikes, split_words
+
+# The structured fields the featurizer reads, and the prefix of their hashed feature names.
+FIELD_NAMES = ("unit", "kind", "type_hint", "okved_code", "hs_code")
+_FIELD_PREFIXES = ("u:", "k:", "t:", "o:", "hs:")
+# Feature groups, for permutation importance: the text's words (with the head word), word bigrams,
+# character n-grams and lexical cues, then one group per structured field.
+FEATURE_GROUPS = ("words", "bigrams", "char_ngrams", "lexical_cues", *FIELD_NAMES)
 
 # A cached word: (normalised word, its text columns, its head-word column).
 _WordEntry = tuple[str, tuple[int, ...], int]
@@ -57,19 +64,13 @@ def _okved_section(division: int) -> str | None:
     return None
 
 
-class TokenMatrix:
-    """Per-word-occurrence rows whose sum (plus the field block) is the item's feature row.
+class Occlusions(NamedTuple):
+    """What `Featurizer.occlusions` returns for a batch of items."""
 
-    ``matrix[r]`` holds the share of the feature values contributed by occurrence ``r``: its unigram,
-    character n-grams, cues and head-word columns in full and half of each bigram it takes part in.
-    """
-
-    __slots__ = ("item_index", "matrix", "words")
-
-    def __init__(self, matrix: sp.csr_matrix, item_index: np.ndarray, words: list[str]) -> None:
-        self.matrix = matrix
-        self.item_index = item_index
-        self.words = words
+    parts: list[list[str]]  # per item: its words and fields, in order
+    counts: sp.csr_matrix  # per item: its feature counts (what `counts` gives)
+    contributions: sp.csr_matrix  # per part, item after item: the counts it contributes
+    owner: np.ndarray  # per part: the index of its item
 
 
 class Featurizer:
@@ -131,16 +132,20 @@ class Featurizer:
             if len(self._words) >= self.cache_size:
                 self._words.clear()
             word = fix_lookalikes(raw)
-            column = self._text_column
-            columns = [column("w:" + word)]
-            padded = f" {word} "
-            low, high = self.ngram_range
-            for n in range(low, high + 1):
-                columns.extend(column("g:" + padded[i : i + n]) for i in range(len(padded) - n + 1))
-            columns.extend(column("c:" + cue) for cue in word_cues(word))
-            entry = (word, tuple(columns), column("h:" + word))
+            unigram, ngrams, cues = self._word_parts(word)
+            entry = (word, (unigram, *ngrams, *cues), self._text_column("h:" + word))
             self._words[raw] = entry
         return entry
+
+    def _word_parts(self, word: str) -> tuple[int, list[int], list[int]]:
+        """A normalised word's unigram column, character n-gram columns and lexical-cue columns."""
+        column = self._text_column
+        padded = f" {word} "
+        low, high = self.ngram_range
+        ngrams = [
+            column("g:" + padded[i : i + n]) for n in range(low, high + 1) for i in range(len(padded) - n + 1)
+        ]
+        return column("w:" + word), ngrams, [column("c:" + cue) for cue in word_cues(word)]
 
     def _bigram(self, left: str, right: str) -> int:
         key = (left, right)
@@ -179,7 +184,7 @@ class Featurizer:
         if len(self._field_sets) >= self.cache_size:
             self._field_sets.clear()
         columns: list[int] = []
-        for prefix, value in zip(("u:", "k:", "t:", "o:", "hs:"), key, strict=True):
+        for prefix, value in zip(_FIELD_PREFIXES, key, strict=True):
             if value:
                 columns.extend(self._field_value_columns(prefix, str(value)))
         cached = self._field_sets[key] = tuple(columns)
@@ -211,78 +216,39 @@ class Featurizer:
 
     def transform(self, items: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
         """Feature matrix, float32, shape (len(items), n_features)."""
-        return self._build(items, with_tokens=False)[0]
+        return self.normalize_counts(self.counts(items))
 
-    def transform_with_tokens(self, items: Sequence[Mapping[str, Any]]) -> tuple[sp.csr_matrix, TokenMatrix]:
-        """The feature matrix and the per-word decomposition of its text block (for attribution)."""
-        features, tokens = self._build(items, with_tokens=True)
-        assert tokens is not None
-        return features, tokens
+    def counts(self, items: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
+        """Un-normalised feature counts (duplicates summed, indices sorted), float32."""
+        return self._assemble([(self._segments(item), self._field_columns(item)) for item in items])
 
-    def _build(
-        self, items: Sequence[Mapping[str, Any]], *, with_tokens: bool
-    ) -> tuple[sp.csr_matrix, TokenMatrix | None]:
+    def _assemble(self, rows: Sequence[tuple[list[list[_WordEntry]], tuple[int, ...]]]) -> sp.csr_matrix:
+        """Count rows from (segments, field columns) pairs."""
         indices: list[int] = []
         indptr = [0]
-        token_indices: list[int] = []
-        token_values: list[float] = []
-        token_indptr = [0]
-        token_items: list[int] = []
-        token_words: list[str] = []
         bigram = self._bigram
-        for row, item in enumerate(items):
-            segments = self._segments(item)
+        for segments, field_columns in rows:
             for position, segment in enumerate(segments):
                 previous: _WordEntry | None = None
-                bigrams: list[int] = []
                 for entry in segment:
                     indices.extend(entry[1])
                     if previous is not None:
-                        bigrams.append(bigram(previous[0], entry[0]))
+                        indices.append(bigram(previous[0], entry[0]))
                     previous = entry
-                indices.extend(bigrams)
                 if position == 0:
                     indices.append(segment[0][2])
-                if with_tokens:
-                    for i, entry in enumerate(segment):
-                        columns = entry[1] + ((entry[2],) if position == 0 and i == 0 else ())
-                        token_indices.extend(columns)
-                        token_values.extend([1.0] * len(columns))
-                        shared = bigrams[max(i - 1, 0) : i + 1]
-                        token_indices.extend(shared)
-                        token_values.extend([0.5] * len(shared))
-                        token_indptr.append(len(token_indices))
-                        token_items.append(row)
-                        token_words.append(entry[0])
-            indices.extend(self._field_columns(item))
+            indices.extend(field_columns)
             indptr.append(len(indices))
-
-        n_items = len(indptr) - 1
-        features = sp.csr_matrix(
+        counts = sp.csr_matrix(
             (
                 np.ones(len(indices), dtype=np.float32),
                 np.fromiter(indices, dtype=np.int32, count=len(indices)),
                 np.fromiter(indptr, dtype=np.int64, count=len(indptr)),
             ),
-            shape=(n_items, self.n_features),
+            shape=(len(indptr) - 1, self.n_features),
         )
-        features.sum_duplicates()
-        text_norms = self._normalize_blocks(features)
-        if not with_tokens:
-            return features, None
-
-        token_matrix = sp.csr_matrix(
-            (
-                np.asarray(token_values, dtype=np.float32),
-                np.asarray(token_indices, dtype=np.int32),
-                np.asarray(token_indptr),
-            ),
-            shape=(len(token_words), self.n_features),
-        )
-        item_index = np.asarray(token_items, dtype=np.int64)
-        row_scale = (1.0 / text_norms[item_index]).astype(np.float32)
-        token_matrix.data *= np.repeat(row_scale, np.diff(token_matrix.indptr))
-        return features, TokenMatrix(token_matrix, item_index, token_words)
+        counts.sum_duplicates()
+        return counts
 
     def _normalize_blocks(self, features: sp.csr_matrix) -> np.ndarray:
         """L2-normalise the text and field blocks of each row in place; returns the text-block norms."""
@@ -298,22 +264,122 @@ class Featurizer:
         text_norms[text_norms == 0] = 1.0
         return text_norms
 
-    # ---- explanation and digests ---------------------------------------------------------------
+    # ---- occlusion and feature groups ----------------------------------------------------------
 
-    def tokens_with_columns(self, item: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
-        """Each normalised word (in order, repeats kept) with the columns it contributes to.
+    def occlusions(self, items: Sequence[Mapping[str, Any]], max_parts: int = 12) -> Occlusions:
+        """For each item, its parts and the feature counts each part contributes (`Occlusions`).
 
-        Columns: its unigram, character n-grams and cues, the head-word column for the first word, and the
-        bigram columns it takes part in (a bigram is listed under both of its words). A column may repeat
-        when two of the word's n-grams hash to it.
+        Parts: each distinct normalised word of the name (of full_name when there is no name), in order,
+        then each structured field present, as ``unit=шт``, ``okved_code=62.01`` …; at most `max_parts`.
+        A word contributes, over all its occurrences, its unigram, character n-grams and cues, every
+        bigram it takes part in, and the head-word feature when it is the first word; a field its columns.
         """
-        _, tokens = self._build([item], with_tokens=True)
-        assert tokens is not None
-        matrix = tokens.matrix
-        return [
-            (word, matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]].tolist())
-            for r, word in enumerate(tokens.words)
-        ]
+        return self.occlusions_of_keys([self.occlusion_key(item) for item in items], max_parts)
+
+    def occlusions_of_keys(self, keys: Sequence[tuple[Any, ...]], max_parts: int = 12) -> Occlusions:
+        """`occlusions` of the items with these `occlusion_key`s."""
+        parts: list[list[str]] = []
+        removed: list[list[int]] = []
+        rows: list[tuple[list[list[_WordEntry]], tuple[int, ...]]] = []
+        word = self._word  # a normalised word is its own cache key: normalising is idempotent
+        for segment_words, field_values, name_words in keys:
+            segments = [[word(w) for w in segment] for segment in segment_words]
+            fields = dict(zip(FIELD_NAMES, field_values, strict=True))
+            rows.append((segments, self._field_columns(fields)))
+            in_name = set(name_words)
+            ordered = dict.fromkeys(w for segment in segment_words for w in segment)
+            item_parts: list[str] = []
+            for w in [w for w in ordered if w in in_name][:max_parts]:
+                item_parts.append(w)
+                removed.append(self._word_contribution(segments, w))
+            for name, prefix in zip(FIELD_NAMES, _FIELD_PREFIXES, strict=True):
+                value = fields[name]
+                if value and len(item_parts) < max_parts:
+                    item_parts.append(f"{name}={value}")
+                    removed.append(list(self._field_value_columns(prefix, str(value))))
+            parts.append(item_parts)
+        indptr = np.cumsum([0] + [len(columns) for columns in removed])
+        flat = [column for columns in removed for column in columns]
+        contributions = sp.csr_matrix(
+            (np.ones(len(flat), dtype=np.float32), np.asarray(flat, dtype=np.int32), indptr),
+            shape=(len(removed), self.n_features),
+        )
+        contributions.sum_duplicates()
+        owner = np.repeat(np.arange(len(keys)), [len(p) for p in parts])
+        return Occlusions(parts, self._assemble(rows), contributions, owner)
+
+    def _word_contribution(self, segments: list[list[_WordEntry]], word: str) -> list[int]:
+        columns: list[int] = []
+        for position, segment in enumerate(segments):
+            for i, entry in enumerate(segment):
+                if entry[0] == word:
+                    columns.extend(entry[1])
+                    if position == 0 and i == 0:
+                        columns.append(entry[2])
+                if i and word in (entry[0], segment[i - 1][0]):
+                    columns.append(self._bigram(segment[i - 1][0], entry[0]))
+        return columns
+
+    def occlusion_key(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
+        """What the item's features and `occlusions` depend on: equal keys, equal results (a cache key)."""
+        segments = tuple(tuple(entry[0] for entry in segment) for segment in self._segments(item))
+        fields = tuple(item.get(name) or None for name in FIELD_NAMES)
+        return segments, fields, tuple(sorted(self._name_words(item)))
+
+    def _name_words(self, item: Mapping[str, Any]) -> set[str]:
+        source = item.get("name") or item.get("full_name") or ""
+        return {self._word(raw)[0] for raw in split_words(source)}
+
+    def group_counts(self, items: Sequence[Mapping[str, Any]]) -> dict[str, sp.csr_matrix]:
+        """Un-normalised feature counts split by feature group (see FEATURE_GROUPS); they add up to the
+        counts `transform` normalises, so `normalize_counts(sum(groups))` equals `transform(items)`."""
+        entries: dict[str, tuple[list[int], list[int], list[int]]] = {
+            g: ([], [], [0]) for g in FEATURE_GROUPS
+        }
+
+        def add(group: str, row: int, columns: Sequence[int]) -> None:
+            entries[group][0].extend(columns)
+            entries[group][1].extend([row] * len(columns))
+
+        for row, item in enumerate(items):
+            for position, segment in enumerate(self._segments(item)):
+                for i, (word, _, head) in enumerate(segment):
+                    unigram, ngrams, cues = self._word_parts(word)
+                    add("words", row, [unigram, head] if position == 0 and i == 0 else [unigram])
+                    add("char_ngrams", row, ngrams)
+                    add("lexical_cues", row, cues)
+                    if i:
+                        add("bigrams", row, [self._bigram(segment[i - 1][0], word)])
+            for name, prefix in zip(FIELD_NAMES, _FIELD_PREFIXES, strict=True):
+                value = item.get(name)
+                if value:
+                    add(name, row, self._field_value_columns(prefix, str(value)))
+        shape = (len(items), self.n_features)
+        return {
+            group: sp.csr_matrix(
+                (np.ones(len(columns), dtype=np.float32), (np.asarray(rows, dtype=np.int64), columns)),
+                shape=shape,
+            )
+            for group, (columns, rows, _) in entries.items()
+        }
+
+    def normalize_counts(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """Counts → features as `transform` makes them (text and field blocks each L2-normalised)."""
+        features = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+        features.sum_duplicates()
+        self._normalize_blocks(features)
+        return features
+
+    def block_norms(self, counts: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """L2 norms of each row's text block and field block (1 where a block is empty)."""
+        squares = counts.multiply(counts).tocsc()
+        text = np.sqrt(np.asarray(squares[:, : self.n_text_features].sum(axis=1), dtype=np.float64).ravel())
+        field = np.sqrt(np.asarray(squares[:, self.n_text_features :].sum(axis=1), dtype=np.float64).ravel())
+        text[text == 0] = 1.0
+        field[field == 0] = 1.0
+        return text, field
+
+    # ---- explanation and digests ---------------------------------------------------------------
 
     @staticmethod
     def digest(row: sp.spmatrix | sp.sparray) -> str:

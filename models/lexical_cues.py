@@ -58,7 +58,53 @@ SERVICE_STEMS: tuple[str, ...] = (
     "пошив",
     "печат",
     "реклам",
+    # what price lists of clinics, workshops, salons and repair services name their services by
+    "замен",
+    "мойк",
+    "стрижк",
+    "заправк",
+    "лечени",
+    "удалени",
+    "протезир",
+    "пломбир",
+    "осмотр",
+    "массаж",
+    "исследовани",
+    "прием",
+    "вызов",
+    "выезд",
+    "тонировк",
+    "шиномонтаж",
+    "полировк",
+    "химчистк",
+    "окрашивани",
+    "укладк",
+    "замер",
+    "сборк",
+    "прочистк",
+    "отделк",
+    "штукатурк",
+    "шпаклевк",
+    "поклейк",
+    "регулировк",
+    "балансировк",
+    "промывк",
+    "дезинфекц",
+    "дератизац",
+    "вывоз",
+    "утилизац",
+    "эвакуац",
+    "буксировк",
+    "перевод",
+    "проживани",
+    "бронировани",
+    "оформлени",
+    "регистрац",
 )
+
+# Stems that name buying goods in procurement plans and purchase titles ("Поставка серверного
+# оборудования", "Закупка канцтоваров"): the object is a product although the word is a verbal noun.
+PURCHASE_STEMS: tuple[str, ...] = ("поставк", "закупк", "приобретени", "покупк")
 
 # Stand-alone unit words; в/а/к are units too but also prepositions, so only count when glued to a number.
 UNIT_TOKENS: frozenset[str] = frozenset(
@@ -75,6 +121,8 @@ _NUMBER_WITH_UNIT = re.compile(r"\d+(кг|гр|г|мг|тн|мл|л|мм|см|к
 def word_cues(word: str) -> list[str]:
     """Cue names triggered by one normalised word; the featurizer hashes them as indicator features."""
     cues: list[str] = []
+    if word.startswith(PURCHASE_STEMS):
+        cues.append("buy")
     if word.startswith(SERVICE_STEMS):
         stem = max((s for s in SERVICE_STEMS if word.startswith(s)), key=len)
         cues.append("svc")

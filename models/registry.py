@@ -1,5 +1,10 @@
 """File-based model registry: root/<version>/model.joblib plus root/registry.json (records and aliases).
 
+Aliases: `champion` (what the stream and `predict` load) and `challenger` (a candidate under evaluation).
+The index keeps the champion's lineage (`champion_history`, oldest first, the current one last) so that
+`rollback` restores the previous champion, and a second rollback the one before; it also keeps an audit
+log of every alias change (`alias_events`).
+
 Every write goes to a temporary file in the same directory followed by `os.replace`, so a reader sees either
 the old or the new file, never a partial one. Writers serialise their read-modify-write of registry.json on
 an advisory lock file (root/.registry.lock). Artifacts are pickles (joblib): `load` refuses one whose sha256
@@ -30,6 +35,8 @@ import sklearn
 from models.classifier import Classifier
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+ALIASES = (CHAMPION, CHALLENGER)
 ARTIFACT_NAME = "model.joblib"
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -43,7 +50,14 @@ class FeaturizerMismatchError(Exception):
 
 
 class UnknownModelError(KeyError):
-    pass
+    """No version or alias of that name."""
+
+    def __str__(self) -> str:
+        return f"no model version or alias {self.args[0]!r} in the registry"
+
+
+class NothingToRollBackError(Exception):
+    """The champion has no predecessor to return to."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +72,17 @@ class ModelRecord:
     metrics: dict[str, Any]
     created_at: str
     notes: str = ""
+    training_seconds: float | None = None
+    # The dataset the model was trained from (version, sha256, rows...), when trained from a built dataset.
+    dataset: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        metrics = known.get("metrics") or {}
+        # Records written before these fields existed: take them from the metrics.
+        known.setdefault("training_seconds", metrics.get("train_seconds"))
+        known.setdefault("dataset", metrics.get("dataset"))
         return cls(**known)
 
 
@@ -77,9 +98,32 @@ class ModelRegistry:
 
     def _read(self) -> dict[str, Any]:
         try:
-            return json.loads(self.index_path.read_text(encoding="utf-8"))
+            index = json.loads(self.index_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"versions": {}, "aliases": {}}
+            index = {"versions": {}, "aliases": {}}
+        champion = index["aliases"].get(CHAMPION)
+        # Registries written before the lineage existed start it at their current champion.
+        index.setdefault("champion_history", [champion] if champion else [])
+        index.setdefault("alias_events", [])
+        return index
+
+    def aliases(self) -> dict[str, str]:
+        """Alias -> version."""
+        return dict(self._read()["aliases"])
+
+    def aliases_of(self, version: str) -> list[str]:
+        return sorted(alias for alias, target in self.aliases().items() if target == version)
+
+    def champion_history(self) -> list[str]:
+        """Champions in the order they were promoted, the current one last (rollbacks remove entries)."""
+        return list(self._read()["champion_history"])
+
+    def alias_events(self, version: str | None = None) -> list[dict[str, Any]]:
+        """The audit log of alias changes (oldest first), optionally only those naming `version`."""
+        events = self._read()["alias_events"]
+        if version is None:
+            return events
+        return [e for e in events if version in (e.get("version"), e.get("previous"))]
 
     def list(self) -> list[ModelRecord]:
         """All records, oldest first."""
@@ -88,10 +132,7 @@ class ModelRegistry:
 
     def get(self, version_or_alias: str) -> ModelRecord:
         index = self._read()
-        version = index["aliases"].get(version_or_alias, version_or_alias)
-        if version not in index["versions"]:
-            raise UnknownModelError(version_or_alias)
-        return ModelRecord.from_dict(index["versions"][version])
+        return ModelRecord.from_dict(index["versions"][_resolve(index, version_or_alias)])
 
     def champion(self) -> ModelRecord | None:
         try:
@@ -106,13 +147,7 @@ class ModelRegistry:
         featurizer code (its features would silently mean something else).
         """
         record = self.get(version_or_alias)
-        payload = (self.root / record.artifact).read_bytes()
-        actual = hashlib.sha256(payload).hexdigest()
-        if actual != record.artifact_sha256:
-            raise ChecksumError(
-                f"{record.artifact}: sha256 {actual} differs from the registered {record.artifact_sha256}"
-            )
-        classifier = joblib.load(io.BytesIO(payload))
+        classifier = joblib.load(io.BytesIO(self._verified_payload(record)))
         if not isinstance(classifier, Classifier) or classifier.version != record.version:
             raise ChecksumError(f"{record.artifact} does not hold classifier {record.version}")
         if check_featurizer and classifier.featurizer.version != record.featurizer_version:
@@ -122,12 +157,43 @@ class ModelRegistry:
             )
         return classifier
 
+    def verify(self, version_or_alias: str) -> ModelRecord:
+        """The record, after checking that its artifact's sha256 is the registered one (ChecksumError)."""
+        record = self.get(version_or_alias)
+        self._verified_payload(record)
+        return record
+
+    def _verified_payload(self, record: ModelRecord) -> bytes:
+        path = self.root / record.artifact
+        try:
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            raise ChecksumError(f"{record.artifact}: the artifact of {record.version} is missing") from None
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != record.artifact_sha256:
+            raise ChecksumError(
+                f"{record.artifact}: sha256 {actual} differs from the registered {record.artifact_sha256}"
+            )
+        return payload
+
     # ---- writing -------------------------------------------------------------------------------
 
     def register(
-        self, classifier: Classifier, metrics: dict[str, Any], data_path: Path, notes: str = ""
+        self,
+        classifier: Classifier,
+        metrics: dict[str, Any],
+        data_path: Path,
+        notes: str = "",
+        *,
+        data_sha256: str | None = None,
+        data_rows: dict[str, int] | None = None,
     ) -> ModelRecord:
-        """Store the artifact and its record; the first model registered becomes champion."""
+        """Store the artifact and its record; the first model registered becomes champion.
+
+        The training data's hash and row counts come from `data_path`: a CSV is hashed and counted, a
+        built dataset directory is described by its manifest.json. `data_sha256` / `data_rows` override
+        both (a caller that knows them already, e.g. after training from a dataset directory).
+        """
         if not _SAFE_VERSION.fullmatch(classifier.version):
             raise ValueError(f"version {classifier.version!r} is not usable as a directory name")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -147,26 +213,74 @@ class ModelRegistry:
                 artifact_sha256=hashlib.sha256(payload).hexdigest(),
                 featurizer_version=classifier.featurizer_version,
                 sklearn_version=sklearn.__version__,
-                data_sha256=_file_sha256(Path(data_path)),
-                data_rows=_row_counts(Path(data_path)),
+                data_sha256=data_sha256 or _data_sha256(Path(data_path)),
+                data_rows=data_rows if data_rows is not None else _data_rows(Path(data_path)),
                 metrics=_json_ready(metrics),
-                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                created_at=_now(),
                 notes=notes,
+                training_seconds=metrics.get("train_seconds"),
+                dataset=_json_ready(metrics["dataset"]) if metrics.get("dataset") else None,
             )
             index["versions"][record.version] = asdict(record)
-            index["aliases"].setdefault(CHAMPION, record.version)
+            if CHAMPION not in index["aliases"]:
+                _assign(index, CHAMPION, record.version, action="register")
             self._write(index)
         return record
 
     def promote(self, version: str) -> ModelRecord:
-        """Make `version` the champion."""
+        """Make `version` (a version or the `challenger` alias) the champion.
+
+        A promoted challenger stops being the challenger. Promoting the current champion changes nothing.
+        """
+        return self.set_alias(CHAMPION, version)
+
+    def set_alias(self, alias: str, version: str) -> ModelRecord:
+        """Point `alias` (champion or challenger) at `version` (a version or the other alias)."""
+        if alias not in ALIASES:
+            raise ValueError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
         with self._lock():
             index = self._read()
-            if version not in index["versions"]:
-                raise UnknownModelError(version)
-            index["aliases"][CHAMPION] = version
+            target = _resolve(index, version)
+            if alias == CHALLENGER and index["aliases"].get(CHAMPION) == target:
+                raise ValueError(f"{target} is the champion; it cannot also be the challenger")
+            if index["aliases"].get(alias) != target:
+                _assign(index, alias, target, action="promote" if alias == CHAMPION else "set_alias")
+                if alias == CHAMPION and index["aliases"].get(CHALLENGER) == target:
+                    _unassign(index, CHALLENGER, action="promoted")
+                self._write(index)
+            return ModelRecord.from_dict(index["versions"][target])
+
+    def remove_alias(self, alias: str) -> None:
+        """Drop the challenger alias (the champion cannot be removed, only replaced or rolled back)."""
+        if alias != CHALLENGER:
+            raise ValueError(f"only the {CHALLENGER} alias can be removed")
+        with self._lock():
+            index = self._read()
+            if alias in index["aliases"]:
+                _unassign(index, alias, action="remove_alias")
+                self._write(index)
+
+    def rollback(self) -> ModelRecord:
+        """Make the previous champion the champion again; each call goes one champion further back.
+
+        Raises NothingToRollBackError when the current champion has no predecessor.
+        """
+        with self._lock():
+            index = self._read()
+            lineage = index["champion_history"]
+            if len(lineage) < 2:
+                current = index["aliases"].get(CHAMPION)
+                raise NothingToRollBackError(
+                    "no previous champion to roll back to"
+                    + (f": {current} is the first champion" if current else ": the registry has no champion")
+                )
+            lineage.pop()
+            previous = lineage[-1]
+            _assign(index, CHAMPION, previous, action="rollback")
+            if index["aliases"].get(CHALLENGER) == previous:
+                _unassign(index, CHALLENGER, action="rollback")
             self._write(index)
-            return ModelRecord.from_dict(index["versions"][version])
+            return ModelRecord.from_dict(index["versions"][previous])
 
     def _write(self, index: dict[str, Any]) -> None:
         text = json.dumps(index, ensure_ascii=False, indent=2, sort_keys=True)
@@ -181,6 +295,35 @@ class ModelRegistry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _resolve(index: dict[str, Any], version_or_alias: str) -> str:
+    version = index["aliases"].get(version_or_alias, version_or_alias)
+    if version not in index["versions"]:
+        raise UnknownModelError(version_or_alias)
+    return version
+
+
+def _assign(index: dict[str, Any], alias: str, version: str, *, action: str) -> None:
+    """Point `alias` at `version` in `index`, logging the change (and the champion's lineage)."""
+    previous = index["aliases"].get(alias)
+    index["aliases"][alias] = version
+    if alias == CHAMPION and action != "rollback":  # a rollback has already popped the lineage
+        index["champion_history"].append(version)
+    index["alias_events"].append(
+        {"at": _now(), "action": action, "alias": alias, "version": version, "previous": previous}
+    )
+
+
+def _unassign(index: dict[str, Any], alias: str, *, action: str) -> None:
+    previous = index["aliases"].pop(alias)
+    index["alias_events"].append(
+        {"at": _now(), "action": action, "alias": alias, "version": None, "previous": previous}
+    )
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -203,6 +346,34 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _data_sha256(path: Path) -> str:
+    """A CSV's sha256, or a built dataset directory's content sha256 (from its manifest)."""
+    if path.is_dir():
+        return str(_manifest(path)["content_sha256"])
+    return _file_sha256(path)
+
+
+def _data_rows(path: Path) -> dict[str, int]:
+    """Row counts (total and per label) of a CSV or of a built dataset directory (all splits)."""
+    if not path.is_dir():
+        return _row_counts(path)
+    manifest = _manifest(path)
+    counts = {"total": int(manifest["rows"])}
+    for split, split_counts in manifest.get("splits", {}).items():
+        counts[f"{split}_rows"] = int(split_counts.get("rows", 0))
+        for label, count in split_counts.items():
+            if label != "rows":
+                counts[label] = counts.get(label, 0) + int(count)
+    return counts
+
+
+def _manifest(dataset_dir: Path) -> dict[str, Any]:
+    path = dataset_dir / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{dataset_dir} is a directory without a manifest.json: not a built dataset")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _row_counts(path: Path) -> dict[str, int]:

@@ -118,12 +118,9 @@ class Pipeline:
 
     def _predict(self, items: list[dict[str, Any]]) -> tuple[list[Prediction], list[str]]:
         featurizer = self.classifier.featurizer
-        explain = self.settings.explain_tokens
-        if explain > 0:
-            features, tokens = featurizer.transform_with_tokens(items)
-        else:
-            features, tokens = featurizer.transform(items), None
-        predictions = self.classifier.predict_features(features, tokens, self.settings.top_k, explain)
+        features = featurizer.transform(items)
+        top_k, explain = self.settings.top_k, self.settings.explain_tokens
+        predictions = self.classifier.predict_features(features, items, top_k, explain)
         return predictions, featurizer.row_digests(features)
 
     def _encode(

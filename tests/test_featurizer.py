@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.featurizer import Featurizer
+from models.featurizer import FEATURE_GROUPS, Featurizer
 from models.lexical_cues import SERVICE_STEMS, word_cues
 from models.text_normalization import normalize_text
 
@@ -122,47 +122,59 @@ def test_full_name_adds_words(featurizer: Featurizer) -> None:
     assert (name_only != same).nnz == 0
     assert longer.nnz > name_only.nnz
     assert other.nnz > name_only.nnz
-    words = [
-        w
-        for w, _ in featurizer.tokens_with_columns(
-            {"name": "Ремонт кровли", "full_name": "Кровельные работы"}
-        )
-    ]
-    assert words == ["ремонт", "кровли", "кровельные", "работы"]
+    segments, _, _ = featurizer.occlusion_key({"name": "Ремонт кровли", "full_name": "Кровельные работы"})
+    assert segments == (("ремонт", "кровли"), ("кровельные", "работы"))
 
 
 def test_empty_item_gives_zero_row(featurizer: Featurizer) -> None:
     features = featurizer.transform([{"id": "x", "name": None}, {"id": "y", "name": "  ,. "}])
     assert features.shape == (2, 4096)
     assert features.nnz == 0
-    assert featurizer.tokens_with_columns({"id": "x", "name": None}) == []
+    occlusions = featurizer.occlusions([{"id": "x", "name": None}])
+    assert occlusions.parts == [[]] and occlusions.contributions.shape[0] == 0
 
 
-def test_tokens_with_columns_cover_the_text_features(featurizer: Featurizer) -> None:
-    item = {"name": "Услуги по ремонту, кровли"}
-    tokens = featurizer.tokens_with_columns(item)
-    assert [word for word, _ in tokens] == ["услуги", "по", "ремонту", "кровли"]
-    row_columns = set(featurizer.transform([item]).indices.tolist())
-    token_columns = set().union(*(set(columns) for _, columns in tokens))
-    assert token_columns == row_columns  # every text feature belongs to some word and nothing else
-    remont = dict(tokens)["ремонту"]
-    assert featurizer._text_column("c:svc") in remont
-    assert featurizer._text_column("w:ремонту") in remont
-    assert featurizer._text_column("g: ре") in remont
-
-
-def test_token_matrix_decomposes_the_text_block(featurizer: Featurizer) -> None:
-    items = [*ITEMS, {"name": "Ремонт ремонт", "unit": "усл. ед."}]
-    features, tokens = featurizer.transform_with_tokens(items)
-    owner = sp.csr_matrix(
-        (np.ones(len(tokens.words)), (tokens.item_index, np.arange(len(tokens.words)))),
-        shape=(len(items), len(tokens.words)),
-    )
-    summed = (owner @ tokens.matrix).toarray()
+def test_a_words_contribution_is_everything_it_adds_to_the_counts(featurizer: Featurizer) -> None:
+    item = {"name": "Услуги по ремонту, кровли", "unit": "усл. ед."}
+    occlusions = featurizer.occlusions([item])
+    assert occlusions.parts == [["услуги", "по", "ремонту", "кровли", "unit=усл. ед."]]
+    counts = occlusions.counts.toarray()[0]
+    contributions = occlusions.contributions.toarray()
+    assert (contributions <= counts).all()
+    # the words' shares cover the text block (a bigram is in both of its words' shares), the field the rest
     text = featurizer.n_text_features
-    np.testing.assert_allclose(summed[:, :text], features[:, :text].toarray(), atol=1e-6)
-    assert not summed[:, text:].any()
-    assert features[-1, text:].nnz > 0  # the unit is in the field block, outside every word's share
+    assert set(np.flatnonzero(contributions[:4].sum(axis=0))) == set(np.flatnonzero(counts[:text]))
+    assert set(np.flatnonzero(contributions[4])) == set(np.flatnonzero(counts[text:]) + text)
+    remont = set(np.flatnonzero(contributions[2]))
+    assert {featurizer._text_column("c:svc"), featurizer._text_column("w:ремонту")} <= remont
+    assert featurizer._text_column("g: ре") in remont
+    assert featurizer._text_column("b:по ремонту") in remont
+    assert featurizer._text_column("h:услуги") in set(np.flatnonzero(contributions[0]))
+
+
+def test_leaving_a_middle_word_out_keeps_its_neighbours_apart(featurizer: Featurizer) -> None:
+    occlusions = featurizer.occlusions([{"name": "Ремонт кровли здания"}])
+    remaining = occlusions.counts - occlusions.contributions[1]
+    assert remaining[0, featurizer._text_column("b:ремонт здания")] == 0
+    assert remaining.min() >= 0
+
+
+def test_occlusion_parts_are_name_words_then_fields(featurizer: Featurizer) -> None:
+    item = {"name": "Кабель", "full_name": "Кабель силовой медный", "okved_code": "27.32", "hs_code": "8544"}
+    assert featurizer.occlusions([item]).parts == [["кабель", "okved_code=27.32", "hs_code=8544"]]
+    assert featurizer.occlusions([{"full_name": "Кабель силовой"}]).parts == [["кабель", "силовой"]]
+    many = {"name": " ".join(f"слово{i}" for i in range(20)), "unit": "шт"}
+    assert len(featurizer.occlusions([many], max_parts=12).parts[0]) == 12
+
+
+def test_feature_groups_add_up_to_the_features(featurizer: Featurizer) -> None:
+    items = [*ITEMS, {"name": "Ремонт ремонт", "unit": "усл. ед.", "okved_code": "95.11", "hs_code": "8471"}]
+    groups = featurizer.group_counts(items)
+    assert set(groups) == set(FEATURE_GROUPS)
+    rebuilt = featurizer.normalize_counts(sum(groups.values()))
+    assert (rebuilt != featurizer.transform(items)).nnz == 0
+    assert groups["okved_code"][-1].nnz == 2  # division and section
+    assert groups["char_ngrams"].nnz > groups["words"].nnz
 
 
 def test_digest_is_stable_and_discriminates(featurizer: Featurizer) -> None:

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 import models
-from models.attribution import first_layer_deltas, forward, token_scores
 from models.augmentation import has_service_prefix, strip_service_prefix
 from models.batch import predict_csv
 from models.classifier import Classifier, Prediction
@@ -161,45 +160,64 @@ def test_predict_proba_matches_sklearn(classifier: Classifier) -> None:
 
 
 def test_explanation_shape(classifier: Classifier) -> None:
-    items = [{"name": n} for n in NAMES]
+    items = [{"name": n} for n in NAMES] + [{"name": "Кабель силовой", "unit": "м", "hs_code": "8544"}]
     for k in (1, 3):
         for item, prediction in zip(items, classifier.predict(items, explain=k), strict=True):
             assert len(prediction.explanation) <= k
-            words = set(normalize_words(item["name"]))
+            parts = set(normalize_words(item["name"])) | {
+                f"{field}={item[field]}" for field in ("unit", "hs_code") if field in item
+            }
             weights = [w for _, w in prediction.explanation]
-            assert all(token in words for token, _ in prediction.explanation)
-            assert all(math.isfinite(w) and w > 0 for w in weights)
+            assert all(token in parts for token, _ in prediction.explanation)
+            assert all(math.isfinite(w) and 0 < w <= 1 for w in weights)
             assert weights == sorted(weights, reverse=True)
             assert len({t for t, _ in prediction.explanation}) == len(prediction.explanation)
     assert all(p.explanation == [] for p in classifier.predict(items, explain=0))
 
 
 def test_top_explanation_token_of_a_service_is_a_service_cue(classifier: Classifier) -> None:
-    (prediction,) = classifier.predict([{"name": "Услуги по ремонту"}], explain=3)
+    (prediction,) = classifier.predict([{"name": "Ремонт кровли"}], explain=3)
     assert prediction.label == "service"
     top_token = prediction.explanation[0][0]
     assert top_token.startswith(SERVICE_STEMS)
 
 
-def test_attribution_is_gradient_times_input(classifier: Classifier) -> None:
-    """Word scores sum to x·∇(logit of the predicted class), checked against a finite difference."""
-    model = classifier.model
-    items = [{"name": n} for n in NAMES]
-    features, tokens = classifier.featurizer.transform_with_tokens(items)
-    hidden, proba = forward(model, features)
-    predicted = proba.argmax(axis=1)
-    scores = token_scores(model, tokens, first_layer_deltas(model, hidden, predicted))
-    per_item = np.bincount(tokens.item_index, weights=scores, minlength=len(items))
+def test_occlusion_weight_is_the_probability_drop_without_the_part(classifier: Classifier) -> None:
+    """Each weight equals P(label | item) − P(label | the item's counts less the part's contribution),
+    computed here the direct way: re-normalised features and a plain forward pass."""
+    featurizer = classifier.featurizer
+    items = [
+        {"name": "Ремонт кровли здания"},
+        {"name": "Картридж HP CF226X", "unit": "шт"},
+        {"name": "Монтаж кондиционера", "full_name": "Монтаж кондиционера настенного", "okved_code": "43.22"},
+    ]
+    predictions = classifier.predict(items, explain=12)
+    occlusions = featurizer.occlusions(items)
+    checked = 0
+    for i, prediction in enumerate(predictions):
+        label = classifier.labels.index(prediction.label)
+        whole = classifier.predict_proba(featurizer.normalize_counts(occlusions.counts[i]))[0, label]
+        weights = dict(prediction.explanation)
+        for r in np.flatnonzero(occlusions.owner == i):
+            part = occlusions.parts[i][r - np.flatnonzero(occlusions.owner == i)[0]]
+            remaining = featurizer.normalize_counts(occlusions.counts[i] - occlusions.contributions[r])
+            drop = whole - classifier.predict_proba(remaining)[0, label]
+            if drop > 1e-5:
+                assert weights[part] == pytest.approx(drop, abs=2e-6)
+                checked += 1
+            else:
+                assert weights.get(part, 0.0) <= 1e-5
+    assert checked >= 3
 
-    def logit_of_predicted(scale: float) -> np.ndarray:
-        last_hidden = forward(model, features * scale)[0][-1].astype(np.float64)
-        logit = last_hidden @ model.coefs_[-1][:, 0].astype(np.float64) + model.intercepts_[-1][0]
-        return np.where(predicted == 1, logit, -logit)
 
-    eps = 1e-3
-    directional = (logit_of_predicted(1 + eps) - logit_of_predicted(1 - eps)) / (2 * eps)
-    assert np.abs(directional).max() > 0.3  # the check is not vacuous
-    np.testing.assert_allclose(per_item, directional, rtol=2e-3, atol=2e-3)
+def test_explanations_are_cached_per_name_and_fields(classifier: Classifier) -> None:
+    item = {"name": "Замена масла в двигателе", "unit": "усл. ед."}
+    first = classifier.predict([item], explain=3)[0].explanation
+    key = (classifier.featurizer.occlusion_key(item), 3)
+    assert classifier._explanations[key] == first
+    assert classifier.predict([{**item, "id": "other"}], explain=3)[0].explanation == first
+    other = {**item, "full_name": "Замена масла в двигателе и фильтра"}
+    assert (classifier.featurizer.occlusion_key(other), 3) != key
 
 
 # ---- registry ---------------------------------------------------------------------------------

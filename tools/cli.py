@@ -37,8 +37,9 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     return box["value"]
 
 
-def ensure_model(settings: Settings, data: Path = BUNDLED_DATA) -> str:
-    """The champion's version, training one on the bundled data if the registry has none."""
+def ensure_model(settings: Settings, data: Path | None = None) -> str:
+    """The champion's version, training one if the registry has none: on the bundled dataset (built under
+    the data dir if absent), or on the labelled CSV `data`."""
     from models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.models_dir)
@@ -46,28 +47,78 @@ def ensure_model(settings: Settings, data: Path = BUNDLED_DATA) -> str:
     if champion is not None:
         return champion.version
     return cmd_train(
-        argparse.Namespace(data=data, seed=42, max_epochs=30, notes="trained at first start"), settings
+        argparse.Namespace(
+            data=data,
+            dataset=None,
+            validation_dataset=None,
+            features=None,
+            seed=42,
+            max_epochs=None,
+            patience=None,
+            notes="trained at first start",
+        ),
+        settings,
     )
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> str:
     from models.registry import ModelRegistry
-    from models.training import train
+    from models.training import DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE, registry_data, train, train_dataset
 
-    classifier, metrics = train(Path(args.data), seed=args.seed, max_epochs=args.max_epochs)
-    record = ModelRegistry(settings.models_dir).register(
-        classifier, metrics, Path(args.data), notes=args.notes
-    )
-    summary = {
-        k: metrics.get(k)
-        for k in ("accuracy", "macro_f1", "best_epoch", "epochs_run", "rows_per_s_per_epoch", "train_seconds")
+    options = {
+        "seed": args.seed,
+        "max_epochs": DEFAULT_MAX_EPOCHS if args.max_epochs is None else args.max_epochs,
+        "patience": DEFAULT_PATIENCE if args.patience is None else args.patience,
     }
+    registry = ModelRegistry(settings.models_dir)
+    if args.data is not None:
+        classifier, metrics = train(Path(args.data), **options)
+        record = registry.register(classifier, metrics, Path(args.data), notes=args.notes)
+    else:
+        dataset, validation = _training_datasets(args, settings)
+        features = Path(args.features) if args.features else settings.data_dir / "features"
+        classifier, metrics = train_dataset(
+            dataset, feature_root=features, validation_dir=validation, **options
+        )
+        data_sha256, data_rows = registry_data(metrics)
+        record = registry.register(
+            classifier, metrics, dataset, notes=args.notes, data_sha256=data_sha256, data_rows=data_rows
+        )
+    keys = ("accuracy", "macro_f1", "best_epoch", "epochs_run", "rows_per_s_per_epoch", "featurize_seconds")
+    summary = {k: metrics.get(k) for k in (*keys, "train_seconds", "peak_rss_mb")}
+    summary["dataset"] = metrics.get("dataset", {}).get("version") if args.data is None else str(args.data)
     print(
         json.dumps(
             {"version": record.version, "sha256": record.artifact_sha256, **summary}, ensure_ascii=False
         )
     )
     return record.version
+
+
+def _training_datasets(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path | None]:
+    """(dataset to train on, dataset to validate on when it has no validation split)."""
+    from models.training import bundled_dataset, default_validation_dir
+
+    datasets_root = settings.data_dir / "datasets"
+    dataset = Path(args.dataset) if args.dataset else bundled_dataset(datasets_root)
+    if args.validation_dataset:
+        return dataset, Path(args.validation_dataset)
+    return dataset, default_validation_dir(dataset, datasets_root)
+
+
+def cmd_dataset_build(args: argparse.Namespace, settings: Settings) -> None:
+    from models.dataset import build_dataset, summary
+
+    out = Path(args.out) if args.out else None
+    manifest = build_dataset(out, datasets_root=settings.data_dir / "datasets", seed=args.seed)
+    print(json.dumps(summary(manifest), ensure_ascii=False, indent=2))
+
+
+def cmd_dataset_scale(args: argparse.Namespace, settings: Settings) -> None:
+    from models.scale_set import build_scale_set
+
+    manifest = build_scale_set(args.rows, Path(args.out), seed=args.seed, shard_rows=args.shard_rows)
+    print(json.dumps({k: v for k, v in manifest.items() if k != "shards"}, ensure_ascii=False, indent=2))
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
@@ -110,10 +161,40 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
     from models.batch import predict_csv
     from models.registry import ModelRegistry
+    from tools.model_commands import operator_errors
 
-    classifier = ModelRegistry(settings.models_dir).load(args.model)
-    rows = predict_csv(Path(args.input), Path(args.output), classifier, explain=args.explain)
+    with operator_errors():
+        classifier = ModelRegistry(settings.models_dir).load(args.model)
+        rows = predict_csv(Path(args.input), Path(args.output), classifier, explain=args.explain)
     print(f"{rows} rows classified with {classifier.version} -> {args.output}", file=sys.stderr)
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> None:
+    from models.registry import ModelRegistry
+    from tools import model_commands as commands
+
+    registry = ModelRegistry(settings.models_dir)
+    with commands.operator_errors():
+        if args.models_command == "list":
+            text = commands.list_models(registry, args.json)
+        elif args.models_command == "show":
+            text = commands.show_model(registry, args.version, args.json, top=args.top)
+        elif args.models_command == "promote":
+            text = commands.promote(registry, args.version, alias=args.alias)
+        else:
+            text = commands.rollback(registry)
+    print(text)
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
+    from models.registry import ModelRegistry
+    from tools import model_commands as commands
+
+    with commands.operator_errors():
+        text = commands.evaluate(
+            ModelRegistry(settings.models_dir), Path(args.input), args.model, args.json, args.worst
+        )
+    print(text)
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
@@ -172,12 +253,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-if-missing", action="store_true", help="train a model first if there is none")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("train", help="train an MLP on a labelled CSV (name,label,...) and register it")
-    p.add_argument("--data", default=BUNDLED_DATA, help="labelled CSV (default: the bundled ОКПД2 set)")
+    p = sub.add_parser("train", help="train the MLP on a dataset (default: the bundled one) and register it")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        help="dataset directory (`dataset build` or `dataset scale` output; default: the bundled dataset, "
+        "built under <NOMENCLATURE_DATA_DIR>/datasets if absent)",
+    )
+    source.add_argument("--data", help="a labelled CSV (name,label) instead; validation split by --seed")
+    p.add_argument(
+        "--validation-dataset",
+        help="validation rows for a dataset without any (default for a scale set: the bundled dataset it "
+        "was sampled from)",
+    )
+    p.add_argument("--features", help="feature store root (default: <NOMENCLATURE_DATA_DIR>/features)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--max-epochs", type=int, help="default 30")
+    p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 4)")
     p.add_argument("--notes", default="")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("dataset", help="build training data (see models/data/DATASET.md)")
+    dataset = p.add_subparsers(dest="dataset_command", required=True)
+    p = dataset.add_parser("build", help="build the train/validation set from the bundled ОКПД2 file")
+    p.add_argument("--out", help="output directory (default: <NOMENCLATURE_DATA_DIR>/datasets/<version>)")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_dataset_build)
+    p = dataset.add_parser("scale", help="write N perturbed training rows as parquet shards (benchmarks)")
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--shard-rows", type=int, default=1_000_000)
+    p.set_defaults(func=cmd_dataset_scale)
 
     p = sub.add_parser("predict", help="classify a CSV offline with the champion model")
     p.add_argument("--input", required=True)
@@ -185,6 +292,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="add the words that drove each decision")
     p.add_argument("--model", default="champion", help="model version or alias")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled CSV (name,label[,source,...])")
+    p.add_argument("--input", required=True)
+    p.add_argument("--model", default="champion", help="model version or alias")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--worst", type=int, default=10, help="wrong predictions listed, most confident first")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="the model registry: list, show, promote, rollback")
+    p.set_defaults(func=cmd_models)
+    models = p.add_subparsers(dest="models_command", required=True)
+    p = models.add_parser("list", help="registered models, oldest first, with their aliases")
+    p.add_argument("--json", action="store_true")
+    p = models.add_parser("show", help="a model's record: metadata, metrics, training history")
+    p.add_argument("version", help="model version or alias (champion, challenger)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--top", type=int, default=20, help="global-importance rows shown (0: all)")
+    p = models.add_parser("promote", help="make a version the champion (or, with --as, the challenger)")
+    p.add_argument("version", help="model version or alias")
+    p.add_argument("--as", dest="alias", choices=("champion", "challenger"), default="champion")
+    models.add_parser("rollback", help="make the previous champion the champion again")
 
     p = sub.add_parser("produce", help="publish items from a CSV or JSONL file as Avro records")
     p.add_argument("--input", required=True)
