@@ -44,8 +44,14 @@ def to_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a .csv/.tsv or .jsonl/.ndjson file as dicts."""
+    """Rows of a .csv/.tsv, .jsonl/.ndjson or .parquet file as dicts."""
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches():
+            yield from batch.to_pylist()
+        return
     if suffix in {".jsonl", ".ndjson", ".json"}:
         with path.open(encoding="utf-8") as handle:
             for line in handle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -21,8 +21,10 @@ async def produce_items(
     catalogue: Catalogue,
     *,
     rate: float | None = None,
+    timestamp_of: Callable[[dict[str, Any]], int | None] | None = None,
 ) -> int:
-    """Publish items keyed by id; ``rate`` caps items/s. Returns the number sent (all acknowledged)."""
+    """Publish items keyed by id; ``rate`` caps items/s; ``timestamp_of`` gives a record's timestamp (epoch
+    ms; default: the producer's clock). Returns the number sent (all acknowledged)."""
     spec = spec_for(topic)
     serde = AvroSerde(catalogue, spec.subject, spec.schema)
     producer = AIOKafkaProducer(
@@ -35,7 +37,12 @@ async def produce_items(
         futures = []
         for item in items:
             futures.append(
-                await producer.send(topic, serde.encode(item), key=str(item["id"]).encode("utf-8"))
+                await producer.send(
+                    topic,
+                    serde.encode(item),
+                    key=str(item["id"]).encode("utf-8"),
+                    timestamp_ms=None if timestamp_of is None else timestamp_of(item),
+                )
             )
             sent += 1
             if rate:

@@ -33,11 +33,13 @@ import pandas as pd
 import sklearn
 
 from models.classifier import Classifier
+from models.drift_baseline import BASELINE_METRIC, Baseline
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ALIASES = (CHAMPION, CHALLENGER)
 ARTIFACT_NAME = "model.joblib"
+BASELINE_NAME = "baseline.json"
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -75,6 +77,8 @@ class ModelRecord:
     training_seconds: float | None = None
     # The dataset the model was trained from (version, sha256, rows...), when trained from a built dataset.
     dataset: dict[str, Any] | None = None
+    # The drift baseline beside the artifact (models.drift_baseline): file, sha256, version, rebuilt_at.
+    baseline: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
@@ -176,7 +180,52 @@ class ModelRegistry:
             )
         return payload
 
+    def load_baseline(self, version_or_alias: str = CHAMPION) -> Baseline | None:
+        """The drift baseline of a model (sha256-checked, ChecksumError), or None if it has none."""
+        record = self.get(version_or_alias)
+        if not record.baseline:
+            return None
+        path = self.root / record.baseline["file"]
+        try:
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            raise ChecksumError(f"{path}: the drift baseline of {record.version} is missing") from None
+        if hashlib.sha256(payload).hexdigest() != record.baseline["sha256"]:
+            raise ChecksumError(f"{path}: sha256 differs from the registered drift baseline")
+        return Baseline.from_json(payload)
+
+    def baseline_by_version(self, baseline_version: str) -> Baseline | None:
+        """The drift baseline with this content version, whichever model holds it (None if none does)."""
+        for record in reversed(self.list()):
+            if record.baseline and record.baseline.get("version") == baseline_version:
+                return self.load_baseline(record.version)
+        return None
+
     # ---- writing -------------------------------------------------------------------------------
+
+    def set_baseline(self, version_or_alias: str, baseline: Baseline) -> ModelRecord:
+        """Store `baseline` as the model's drift baseline (replacing the one it had)."""
+        with self._lock():
+            index = self._read()
+            version = _resolve(index, version_or_alias)
+            entry = self._write_baseline(version, baseline)
+            index["versions"][version]["baseline"] = entry
+            self._write(index)
+            return ModelRecord.from_dict(index["versions"][version])
+
+    def _write_baseline(self, version: str, baseline: Baseline) -> dict[str, Any]:
+        payload = baseline.to_json()
+        relative = Path(version) / BASELINE_NAME
+        (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.root / relative, payload)
+        return {
+            "file": relative.as_posix(),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "version": baseline.version,
+            "source": baseline.source,
+            "rows": baseline.rows,
+            "created_at": baseline.created_at,
+        }
 
     def register(
         self,
@@ -193,7 +242,11 @@ class ModelRegistry:
         The training data's hash and row counts come from `data_path`: a CSV is hashed and counted, a
         built dataset directory is described by its manifest.json. `data_sha256` / `data_rows` override
         both (a caller that knows them already, e.g. after training from a dataset directory).
+        A drift baseline in ``metrics["drift_baseline"]`` (JSON, as training leaves it) is stored beside the
+        artifact instead of in the metrics.
         """
+        metrics = dict(metrics)
+        baseline_json = metrics.pop(BASELINE_METRIC, None)
         if not _SAFE_VERSION.fullmatch(classifier.version):
             raise ValueError(f"version {classifier.version!r} is not usable as a directory name")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -220,6 +273,11 @@ class ModelRegistry:
                 notes=notes,
                 training_seconds=metrics.get("train_seconds"),
                 dataset=_json_ready(metrics["dataset"]) if metrics.get("dataset") else None,
+                baseline=(
+                    self._write_baseline(classifier.version, Baseline.from_json(baseline_json))
+                    if baseline_json is not None
+                    else None
+                ),
             )
             index["versions"][record.version] = asdict(record)
             if CHAMPION not in index["aliases"]:

@@ -42,6 +42,7 @@ from models.dataset import (
     build_dataset,
     file_sha256,
 )
+from models.drift_baseline import BASELINE_METRIC, Baseline, build_baseline, vocabulary_of
 from models.epoch_loop import Chunk, EpochResult, FitHistory, fit_chunks_keeping_best
 from models.feature_store import (
     ITEM_FIELDS,
@@ -225,6 +226,7 @@ def train(
 
 
 IMPORTANCE_ROWS = 4000  # validation rows the global importance is measured on
+VOCABULARY_ROWS = 1_000_000  # training names whose words make the drift baseline's vocabulary
 
 
 def train_dataset(
@@ -271,6 +273,7 @@ def train_dataset(
     metrics.update(_training_report(store, val_store, history, featurize_seconds, started))
     metrics.update({"untrained_input_columns": untrained_columns, "seed": seed, "blas_threads": blas_threads})
     metrics["global_importance"] = _global_importance(classifier, val_dir, validation, seed)
+    metrics[BASELINE_METRIC] = _drift_baseline(classifier, Path(dataset_dir), val_dir, validation).to_json()
     if progress:
         _print_summary(classifier, metrics)
     return classifier, metrics
@@ -282,11 +285,43 @@ def _global_importance(
     """Permutation importance of feature groups on (a seeded sample of) the validation rows."""
     rng = np.random.default_rng(seed)
     take = np.sort(rng.permutation(len(validation))[:IMPORTANCE_ROWS])
-    row_ids = validation.row_ids[take]
-    present = set(pq.ParquetFile(val_dir / dataset_ref(val_dir).shards[0]).schema_arrow.names)
-    columns = {field: dataset_column(val_dir, field, row_ids) for field in ITEM_FIELDS if field in present}
-    items = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    items = _dataset_items(val_dir, validation.row_ids[take])
     return permutation_importance(classifier, items, validation.labels[take].tolist(), seed=seed)
+
+
+def _dataset_items(dataset_dir: Path, row_ids: np.ndarray) -> list[dict[str, Any]]:
+    """Rows of a dataset directory as stream-like items (the item fields it has)."""
+    present = set(pq.ParquetFile(dataset_dir / dataset_ref(dataset_dir).shards[0]).schema_arrow.names)
+    fields = [field for field in (*ITEM_FIELDS, "country", "source") if field in present]
+    columns = {field: dataset_column(dataset_dir, field, row_ids) for field in fields}
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _drift_baseline(
+    classifier: Classifier, train_dir: Path, val_dir: Path, validation: FeatureChunk
+) -> Baseline:
+    """The drift baseline (`models.drift_baseline`): the validation rows — unseen in training, as live
+    items are — with the words of (up to VOCABULARY_ROWS of) the training split as the vocabulary."""
+    items = _dataset_items(val_dir, validation.row_ids)
+    source = f"validation split of {dataset_ref(val_dir).version}"
+    return build_baseline(classifier, items, vocabulary_of(_training_names(train_dir)), source=source)
+
+
+def _training_names(dataset_dir: Path) -> Iterator[str]:
+    ref = dataset_ref(dataset_dir)
+    taken = 0
+    for shard in ref.shards:
+        parquet = pq.ParquetFile(ref.path / shard)
+        columns = ["name", "split"] if "split" in parquet.schema_arrow.names else ["name"]
+        for batch in parquet.iter_batches(columns=columns):
+            names = batch.column(0).to_pylist()
+            splits = batch.column(1).to_pylist() if len(columns) == 2 else [TRAIN] * len(names)
+            for name, split in zip(names, splits, strict=True):
+                if split == TRAIN:
+                    yield name
+                    taken += 1
+                    if taken >= VOCABULARY_ROWS:
+                        return
 
 
 def _stores(

@@ -1,6 +1,13 @@
 """Avro schemas of the nomenclature topics, their catalogue of ids and the Confluent wire format."""
 
-from schemas.avsc import CLASSIFIED_SCHEMA, ITEM_SCHEMA, REJECTED_SCHEMA, load_schema
+from schemas.avsc import (
+    CLASSIFIED_SCHEMA,
+    DRIFT_ALERT_SCHEMA,
+    DRIFT_COUNTS_SCHEMA,
+    ITEM_SCHEMA,
+    REJECTED_SCHEMA,
+    load_schema,
+)
 from schemas.errors import RegistryError, SchemaNotInCatalogueError, UnknownSchemaIdError
 from schemas.registry import Catalogue, LocalCatalogue, RegistryCatalogue, catalogue_from_url
 from schemas.timestamps import to_millis
@@ -9,6 +16,8 @@ from schemas.wire import DECODE_ERROR_CODES, AvroSerde, DecodeError
 __all__ = [
     "CLASSIFIED_SCHEMA",
     "DECODE_ERROR_CODES",
+    "DRIFT_ALERT_SCHEMA",
+    "DRIFT_COUNTS_SCHEMA",
     "ITEM_SCHEMA",
     "REJECTED_SCHEMA",
     "AvroSerde",

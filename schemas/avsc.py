@@ -43,3 +43,5 @@ def full_name(schema: Mapping[str, Any]) -> str:
 ITEM_SCHEMA: Schema = load_schema("nomenclature_item")
 CLASSIFIED_SCHEMA: Schema = load_schema("classified_item")
 REJECTED_SCHEMA: Schema = load_schema("rejected_record")
+DRIFT_ALERT_SCHEMA: Schema = load_schema("drift_alert")
+DRIFT_COUNTS_SCHEMA: Schema = load_schema("drift_counts")

@@ -13,14 +13,17 @@ from mode import Service
 
 from models.classifier import Classifier
 from models.registry import ModelRegistry
-from streams import broker_quirks, item_table, views
+from streams import broker_quirks, drift_agents, views
+from streams.batched_table import DRIFT_WINDOWS, ITEMS, BatchedTable, declare
+from streams.drift_counts import DriftCounter
 from streams.emit import BatchProducer
 from streams.messages import RawMessage
+from streams.partition_watchdog import PartitionWatchdog
 from streams.pipeline import Pipeline
 from streams.scoring import Scorer, build_pipeline, limit_native_threads
 from streams.settings import Settings
 from streams.stats import Stats
-from streams.topics import CLASSIFIED, REJECTED
+from streams.topics import CLASSIFIED, DRIFT, REJECTED
 from streams.topics import raw_topics as raw_topics_now
 
 log = logging.getLogger(__name__)
@@ -47,11 +50,17 @@ def load_champion(settings: Settings) -> Classifier:
 class Runner:
     """What the agent does with one micro-batch; owns the pipeline, the producer and the counters."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, items: item_table.ItemTable) -> None:
+    def __init__(
+        self, settings: Settings, pipeline: Pipeline, items: BatchedTable, drift: DriftCounter
+    ) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.scorer = Scorer(settings, pipeline)
         self.items = items
+        self.drift = drift
+        self._drift_partitions: frozenset[int] | None = None
+        self.busy = 0  # micro-batches being handled
+        self.watchdog: PartitionWatchdog | None = None
         self.producer = BatchProducer(settings.bootstrap_servers)
         self.stats = Stats()
         self.unsubscribed_sources: set[str] = set()  # raw topics created after this worker started
@@ -61,18 +70,50 @@ class Runner:
     ) -> None:
         """Score, then — after the previous batch is done, so table state and outputs stay in order —
         deduplicate, write the item table, deliver every output, and only then acknowledge the input."""
+        self.busy += 1
+        try:
+            await self._handle(events, previous, stream)
+        finally:
+            self.busy -= 1
+
+    async def _handle(
+        self, events: list[faust.EventT], previous: asyncio.Future[None] | None, stream: faust.StreamT
+    ) -> None:
         started = time.perf_counter()
         messages = [_raw_message(event) for event in events]
         scored = await self.scorer.score(messages)
         if previous is not None:
             await previous
+        self._find_gaps(messages)
         result = self.pipeline.finish(messages, scored, self.items.get)
-        changelog = self.items.stage(result.table_updates)
+        drift_updates = self.drift.observe(result.drift, self.pipeline.classifier.version)
+        changelog = self.items.stage(result.table_updates) + self.drift.table.stage(drift_updates)
         delivered = await self.producer.send_all(result.outputs + changelog)
         self.items.persisted(delivered)
+        self.drift.table.persisted(delivered)
         for event in events:
             await stream.ack(event)
         self.stats.record(messages, result.counts, time.perf_counter() - started)
+
+    def _find_gaps(self, messages: list[RawMessage]) -> None:
+        """Offsets Faust skipped (see `streams.partition_watchdog`): the watchdog seeks back to them."""
+        expected = dict(self.stats.next_offsets)
+        for message in messages:
+            tp = (message.topic, message.partition)
+            want = expected.get(tp)
+            if want is not None and message.offset > want and self.watchdog is not None:
+                self.watchdog.gap(message.topic, message.partition, want, message.offset)
+            expected[tp] = max(want or 0, message.offset + 1)
+
+    async def report_drift(self, partitions: set[int], caught_up: dict[int, bool]) -> None:
+        """Report the drift counts of this worker's active source partitions."""
+        if frozenset(partitions) != self._drift_partitions:
+            self.drift.rebalanced()
+            self._drift_partitions = frozenset(partitions)
+        records, closed = self.drift.reports(partitions, caught_up)
+        if records:
+            await self.producer.send_all(records)
+            self.drift.reported(closed)
 
 
 def _raw_message(event: faust.EventT) -> RawMessage:
@@ -92,7 +133,11 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
     """The worker's app, consuming ``raw_topics`` (see ``streams.topics.raw_topics``)."""
     broker_quirks.apply(settings.is_tansu, settings.bootstrap_servers)
     limit_native_threads()
+    registry = ModelRegistry(settings.models_dir)
     classifier = classifier or load_champion(settings)
+    baseline = registry.load_baseline(classifier.version)
+    if baseline is None:
+        log.warning("model %s has no drift baseline: drift is not monitored", classifier.version)
     settings.tables_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -114,8 +159,12 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
     # and changing a running subscription did not get new topics assigned (tried): the topics matching
     # RAW_PATTERN are listed at start; `discover_sources` reports later ones on /health and in the log.
     raw = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
-    items = item_table.ItemTable(item_table.declare(app, settings.partitions))
-    runner = Runner(settings, build_pipeline(settings, classifier), items)
+    pipeline = build_pipeline(settings, classifier, baseline)
+    items = BatchedTable(declare(app, ITEMS, settings.partitions))
+    drift = DriftCounter(
+        settings, BatchedTable(declare(app, DRIFT_WINDOWS, settings.partitions)), baseline, pipeline.catalogue
+    )
+    runner = Runner(settings, pipeline, items, drift)
     within = settings.batch_within_ms / 1000
 
     @app.agent(raw, name="classify")
@@ -137,6 +186,17 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
             for task in in_flight:
                 task.cancel()
 
+    monitor = drift_agents.register(app, settings, runner, pipeline.catalogue)
+    watchdog = PartitionWatchdog(app, runner)
+    runner.watchdog = watchdog
+
+    @app.timer(2.0)
+    async def watch_partitions() -> None:
+        try:
+            await watchdog.check()
+        except Exception as exc:  # a diagnosis must not stop the worker; the next tick looks again
+            log.warning("checking partitions for stalls failed: %r", exc)
+
     @app.timer(settings.topic_discovery_seconds)
     async def discover_sources() -> None:
         try:
@@ -152,12 +212,13 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
     @app.service
     class RunnerLifecycle(Service):
         async def on_start(self) -> None:
-            await runner.producer.prepare([CLASSIFIED, REJECTED, items.changelog_topic])
+            changelogs = [items.changelog_topic, drift.table.changelog_topic, monitor.table.changelog_topic]
+            await runner.producer.prepare([CLASSIFIED, REJECTED, DRIFT, drift.topic, *changelogs])
             await runner.scorer.start()
 
         async def on_stop(self) -> None:
             runner.scorer.close()
             await runner.producer.stop()
 
-    views.register(app, settings, runner)
+    views.register(app, settings, runner, monitor)
     return app

@@ -111,7 +111,7 @@ class BatchProducer:
                     builder.append(key=record.key, value=record.value, timestamp=record.timestamp_ms) is None
                 ):
                     if builder.record_count() == 0:
-                        raise ValueError(f"a record of {len(record.value)} bytes does not fit a batch")
+                        raise ValueError(f"a record of {len(record.value or b'')} bytes does not fit a batch")
                     pending.append(await self._submit(builder, topic, partition))
                     builder = producer.create_batch()
             if builder.record_count():

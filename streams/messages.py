@@ -36,22 +36,31 @@ class OutRecord:
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
     timestamp_ms: int | None
     partition: int | None = None
 
 
 class TableUpdate(NamedTuple):
-    """New per-item state for the item table (JSON), written to the source record's partition."""
+    """A new value (JSON) for a batched table's key, in the source record's partition; None deletes."""
 
     partition: int
     key: str
-    value: bytes
+    value: bytes | None
+
+
+class DriftObservation(NamedTuple):
+    """One classified item as the drift monitor counts it: its bin per baseline feature."""
+
+    partition: int
+    timestamp_ms: int
+    bins: tuple[int, ...]
 
 
 @dataclass(slots=True)
 class BatchResult:
     outputs: list[OutRecord] = field(default_factory=list)
     table_updates: list[TableUpdate] = field(default_factory=list)
+    drift: list[DriftObservation] = field(default_factory=list)
     # (topic, outcome, code): outcome is classified | rejected | duplicate; code '' unless rejected
     counts: list[tuple[str, str, str]] = field(default_factory=list)

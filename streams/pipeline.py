@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from models.classifier import Classifier, Prediction
+from models.drift_baseline import Baseline
 from schemas import AvroSerde, Catalogue, DecodeError
 from streams.dead_letters import key_text, rejected_record
-from streams.messages import BatchResult, OutRecord, RawMessage, TableUpdate
+from streams.messages import BatchResult, DriftObservation, OutRecord, RawMessage, TableUpdate
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, REJECTED, TOPICS
 from streams.validation import Issue, Validator, content_hash
@@ -47,6 +48,7 @@ class Scored(NamedTuple):
     content_hash: str = ""
     value: bytes = b""  # the encoded ClassifiedItem
     state: bytes = b""  # the item-table value (JSON)
+    drift: tuple[int, ...] = ()  # the item's bin per drift-baseline feature (empty without a baseline)
 
 
 def _refused(item_id: str | None, stage: str, errors: list[Issue]) -> Scored:
@@ -55,10 +57,17 @@ def _refused(item_id: str | None, stage: str, errors: list[Issue]) -> Scored:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, classifier: Classifier, catalogue: Catalogue, validator: Validator
+        self,
+        settings: Settings,
+        classifier: Classifier,
+        catalogue: Catalogue,
+        validator: Validator,
+        baseline: Baseline | None = None,
     ):
         self.settings = settings
         self.classifier = classifier
+        self.baseline = baseline
+        self.catalogue = catalogue
         self.item_serde = AvroSerde(catalogue, TOPICS[RAW].subject, TOPICS[RAW].schema)
         self.classified_serde = AvroSerde(catalogue, TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
         self.rejected_serde = AvroSerde(catalogue, TOPICS[REJECTED].subject, TOPICS[REJECTED].schema)
@@ -157,11 +166,13 @@ class Pipeline:
             "confidence": round(prediction.confidence, 6),
             "classified_at": now_ms,
         }
+        baseline = self.baseline
         return Scored(
             item["id"],
             content_hash=hashed,
             value=self.classified_serde.encode(record, validate=False),
             state=json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+            drift=() if baseline is None else baseline.bins(item, prediction.label, prediction.confidence),
         )
 
     def finish(self, messages: Sequence[RawMessage], scored: Sequence[Scored], lookup: Lookup) -> BatchResult:
@@ -194,6 +205,10 @@ class Pipeline:
             pending[where] = (one.content_hash, position)
             outputs.append(OutRecord(CLASSIFIED, item_id.encode("utf-8"), one.value, message.timestamp_ms))
             result.table_updates.append(TableUpdate(message.partition, item_id, one.state))
+            redelivered = seen is not None and seen[1] == position
+            if one.drift and not redelivered:  # a re-delivery was counted the first time
+                event_time = message.timestamp_ms if message.timestamp_ms is not None else now_ms()
+                result.drift.append(DriftObservation(message.partition, event_time, one.drift))
             result.counts.append((message.topic, "classified", ""))
         return result
 
@@ -212,6 +227,10 @@ class Pipeline:
         )
         for issue in errors:
             result.counts.append((message.topic, outcome, issue.code))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _key_or_none(key: bytes | None) -> str | None:

@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from threadpoolctl import threadpool_limits
 
 from models.classifier import Classifier
+from models.drift_baseline import Baseline
 from models.registry import ModelRegistry
 from schemas import catalogue_from_url
 from streams.codes import load_code_lists
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 _pipeline: Pipeline | None = None  # the scoring process's own pipeline
 
 
-def build_pipeline(settings: Settings, classifier: Classifier) -> Pipeline:
+def build_pipeline(settings: Settings, classifier: Classifier, baseline: Baseline | None = None) -> Pipeline:
     validator = Validator(load_code_lists(), settings.max_name_length, settings.max_full_name_length)
-    return Pipeline(settings, classifier, catalogue_from_url(settings.schema_registry_url), validator)
+    catalogue = catalogue_from_url(settings.schema_registry_url)
+    return Pipeline(settings, classifier, catalogue, validator, baseline)
 
 
 def limit_native_threads() -> None:
@@ -60,8 +62,9 @@ def _init(settings: Settings, model_version: str) -> None:
     global _pipeline
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     limit_native_threads()
-    classifier = ModelRegistry(settings.models_dir).load(model_version)  # sha256-checked again here
-    _pipeline = build_pipeline(settings, classifier)
+    registry = ModelRegistry(settings.models_dir)
+    classifier = registry.load(model_version)  # sha256-checked again here
+    _pipeline = build_pipeline(settings, classifier, registry.load_baseline(model_version))
 
 
 def _score(messages: Sequence[RawMessage]) -> list[Scored]:

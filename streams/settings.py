@@ -64,7 +64,8 @@ class Settings:
     partitions: int = field(default=8, metadata={"doc": "Partitions of the topics created at start-up."})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor of created topics."})
     scoring_processes: int = field(
-        default=1, metadata={"doc": "Processes that score micro-batches (0 = a thread of the worker)."})
+        default=1, metadata={"doc": "Processes that score micro-batches (0 = a thread of the worker)."}
+    )
     batch_size: int = field(default=1000, metadata={"doc": "Max items per micro-batch."})
     batch_within_ms: int = field(default=20, metadata={"doc": "Max wait to fill a micro-batch (ms)."})
     topic_discovery_seconds: int = field(
@@ -79,6 +80,54 @@ class Settings:
         metadata={"doc": "Original value bytes kept in a dead letter (longer ones are cut, noted)."},
     )
     log_level: str = field(default="info", metadata={"doc": "Worker log level."})
+    drift_window_seconds: int = field(
+        default=300, metadata={"doc": "Drift: tumbling event-time window (seconds of record timestamps)."}
+    )
+    drift_hopping_windows: int = field(
+        default=12,
+        metadata={"doc": "Drift: the hopping view spans this many tumbling windows, advancing by one."},
+    )
+    drift_min_samples: int = field(
+        default=200, metadata={"doc": "Drift: no metric is judged on a window with fewer items."}
+    )
+    drift_psi_threshold: float = field(default=0.2, metadata={"doc": "Drift: PSI alert threshold."})
+    drift_js_threshold: float = field(
+        default=0.3, metadata={"doc": "Drift: Jensen–Shannon distance (base 2) alert threshold."}
+    )
+    drift_alpha: float = field(
+        default=0.001,
+        metadata={"doc": "Drift: a window also needs a G-test p-value below this to count as drifted."},
+    )
+    drift_persistence: int = field(
+        default=1,
+        metadata={
+            "doc": "Drift: an episode starts when this many of the last "
+            "NOMENCLATURE_DRIFT_PERSISTENCE_WINDOWS judged windows are drifted."
+        },
+    )
+    drift_persistence_windows: int = field(
+        default=1, metadata={"doc": "Drift: the n of the k-of-n persistence rule."}
+    )
+    drift_clear_windows: int = field(
+        default=2,
+        metadata={
+            "doc": "Drift: an episode ends after this many judged windows in a row under "
+            "0.8 × the threshold (hysteresis)."
+        },
+    )
+    drift_grace_seconds: int = field(
+        default=10, metadata={"doc": "Drift: how late (event time) an item may be and still be counted."}
+    )
+    drift_idle_seconds: int = field(
+        default=30,
+        metadata={
+            "doc": "Drift: a partition whose stream time has not advanced for this long (wall clock) "
+            "no longer holds windows open."
+        },
+    )
+    drift_report_seconds: float = field(
+        default=2.0, metadata={"doc": "Drift: how often workers send their window counts to be merged."}
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -92,6 +141,8 @@ class Settings:
             try:
                 if kind.startswith("int"):
                     values[f.name] = int(raw)
+                elif kind.startswith("float"):
+                    values[f.name] = float(raw)
                 elif kind.startswith("bool"):
                     values[f.name] = _bool(raw)
                 elif kind.startswith("Path"):

@@ -6,13 +6,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import CLASSIFIED_SCHEMA, ITEM_SCHEMA, REJECTED_SCHEMA
+from schemas import CLASSIFIED_SCHEMA, DRIFT_ALERT_SCHEMA, DRIFT_COUNTS_SCHEMA, ITEM_SCHEMA, REJECTED_SCHEMA
 
 RAW = "nomenclature.raw"
 # Sources may publish to their own topic nomenclature.raw.<source>; the worker subscribes by pattern.
 RAW_PATTERN = r"^nomenclature\.raw(\.[A-Za-z0-9_-]+)?$"
 CLASSIFIED = "nomenclature.classified"
 REJECTED = "nomenclature.rejected"
+DRIFT = "nomenclature.drift"
+# Internal to one app (consumer group), like Faust's changelogs: <app id>-drift-counts. Two deployments on
+# one cluster must not merge each other's counts.
+DRIFT_COUNTS_SUFFIX = "-drift-counts"
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,7 @@ class TopicSpec:
     name: str
     schema: dict[str, Any]
     role: str
+    partitions: int | None = None  # None: NOMENCLATURE_PARTITIONS
 
     @property
     def subject(self) -> str:
@@ -33,10 +38,18 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(RAW, ITEM_SCHEMA, "input: NomenclatureItem keyed by item id"),
         TopicSpec(CLASSIFIED, CLASSIFIED_SCHEMA, "output: ClassifiedItem keyed by item id"),
         TopicSpec(REJECTED, REJECTED_SCHEMA, "dead letters: RejectedRecord keyed by the original key"),
+        TopicSpec(DRIFT, DRIFT_ALERT_SCHEMA, "alerts: DriftAlert keyed by feature:metric:view:window_start"),
     )
 }
 
 _RAW_RE = re.compile(RAW_PATTERN)
+
+
+def drift_counts_spec(app_id: str) -> TopicSpec:
+    """The app's drift-counts topic: one partition, so that one worker merges every partition's counts
+    (`streams.drift_monitor`)."""
+    name = f"{app_id}{DRIFT_COUNTS_SUFFIX}"
+    return TopicSpec(name, DRIFT_COUNTS_SCHEMA, "internal: DriftCounts keyed by source partition", 1)
 
 
 def is_raw_topic(name: str) -> bool:
@@ -49,6 +62,8 @@ def spec_for(topic: str) -> TopicSpec:
         return TOPICS[topic]
     if is_raw_topic(topic):
         return TopicSpec(topic, ITEM_SCHEMA, TOPICS[RAW].role)
+    if topic.endswith(DRIFT_COUNTS_SUFFIX):
+        return drift_counts_spec(topic[: -len(DRIFT_COUNTS_SUFFIX)])
     raise KeyError(f"{topic!r} is not a topic of this service (declared: {', '.join(TOPICS)})")
 
 
@@ -65,8 +80,11 @@ async def raw_topics(bootstrap: str) -> list[str]:
     return sorted({RAW} | {name for name in names if is_raw_topic(name)})
 
 
-async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int) -> list[str]:
-    """Create the declared topics that do not exist yet; return the names created."""
+async def ensure_topics(
+    bootstrap: str, partitions: int, replication_factor: int, app_id: str | None = None
+) -> list[str]:
+    """Create the declared topics (and, given an app id, its drift-counts topic) that do not exist yet;
+    return the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -74,12 +92,15 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in TOPICS if name not in existing]
+        specs = [*TOPICS.values(), *([drift_counts_spec(app_id)] if app_id else [])]
+        missing = [spec for spec in specs if spec.name not in existing]
         if missing:
             try:
-                await admin.create_topics([NewTopic(n, partitions, replication_factor) for n in missing])
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions or partitions, replication_factor) for s in missing]
+                )
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
-        return missing
+        return [spec.name for spec in missing]
     finally:
         await admin.close()

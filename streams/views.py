@@ -1,4 +1,4 @@
-"""Web views on the Faust web server: ``GET /health`` and ``GET /stats``."""
+"""Web views on the Faust web server: ``GET /health``, ``GET /stats`` and ``GET /drift``."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from aiokafka import TopicPartition
 from faust.web import Request, Response, View
 
 from streams import broker_quirks
+from streams.partition_watchdog import processed_position
 from streams.settings import Settings
 from streams.topics import is_raw_topic
 
 if TYPE_CHECKING:
     from streams.app import Runner
+    from streams.drift_agents import MonitorHost
 
 
 async def _broker_reachable(runner: Runner) -> tuple[bool, str]:
@@ -43,10 +45,8 @@ async def lag(app: faust.App, settings: Settings, runner: Runner) -> dict[str, d
     )
     out: dict[str, dict[str, int | None]] = {}
     for tp in sources:
-        position = runner.stats.next_offsets.get((tp.topic, tp.partition))
+        position = processed_position(app, runner, tp)
         high = highwaters.get(tp)
-        if position is None:  # nothing processed since start: fall back to the group's committed offset
-            position = getattr(app.consumer, "_committed_offset", {}).get(tp)
         out[f"{tp.topic}:{tp.partition}"] = {
             "position": position,
             "highwater": high,
@@ -55,7 +55,7 @@ async def lag(app: faust.App, settings: Settings, runner: Runner) -> dict[str, d
     return out
 
 
-def register(app: faust.App, settings: Settings, runner: Runner) -> None:
+def register(app: faust.App, settings: Settings, runner: Runner, drift: MonitorHost) -> None:
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -83,15 +83,42 @@ def register(app: faust.App, settings: Settings, runner: Runner) -> None:
             stats = runner.stats
             body = {
                 "tables": {
-                    runner.items.table.name: {
-                        "keys": runner.items.key_count(),
-                        "changelog": runner.items.changelog_topic,
-                    }
+                    table.table.name: {"keys": table.key_count(), "changelog": table.changelog_topic}
+                    for table in (runner.items, runner.drift.table, drift.table)
                 },
                 "topics": stats.topics(),
                 "lag": await lag(app, settings, runner),
                 "batches": stats.batches,
                 "busy_seconds": round(stats.busy_seconds, 3),
+                # stalled partitions sought back to their first unprocessed offset (partition_watchdog.py)
+                "stalled_partition_reseeks": 0 if runner.watchdog is None else runner.watchdog.reseeks,
                 "uptime_seconds": round(time.time() - stats.started_at, 1),
             }
+            return self.json(body)
+
+    @app.page("/drift")
+    class DriftView(View):
+        async def get(self, request: Request) -> Response:
+            monitor = drift.current()
+            if monitor is None:
+                # the monitor runs where the app's drift-counts partition is assigned: forward the request
+                # there (Faust's table routing on the monitor's one-partition table)
+                try:
+                    return await app.router.route_req(drift.table.table.name, "drift", self.web, request)
+                except Exception as exc:  # SameNode while loading, or no assignment/metadata yet
+                    detail = f"the drift monitor is not available yet ({type(exc).__name__})"
+                    return self.json({"status": "unavailable", "detail": detail}, status=503)
+            body = monitor.snapshot()
+            body["alerts_sent_since_start"] = drift.alerts_sent
+            baseline = runner.drift.baseline
+            body["baseline"] = (
+                None
+                if baseline is None
+                else {
+                    "version": baseline.version,
+                    "model_version": baseline.model_version,
+                    "source": baseline.source,
+                    "rows": baseline.rows,
+                }
+            )
             return self.json(body)

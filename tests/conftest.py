@@ -41,6 +41,24 @@ def broker() -> Iterator[Broker]:
         yield Broker(embedded.bootstrap, "tansu")
 
 
+@pytest.fixture
+def fresh_broker(broker: Broker) -> Iterator[Broker]:
+    """A broker of its own, for tests that must not see the records other tests left on the shared one
+    (a new consumer group reads every raw item from the start, and drift counts them all)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.skip("needs a broker of its own; KAFKA_BOOTSTRAP_SERVERS names a shared one")
+    if broker.flavor == "kafka":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as kafka:
+            yield Broker(kafka.get_bootstrap_server(), "kafka")
+        return
+    from tools.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as embedded:
+        yield Broker(embedded.bootstrap, "tansu")
+
+
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry with a champion trained once per session on the bundled data (≈15 s)."""

@@ -149,7 +149,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     try:
         if args.train_if_missing:
             ensure_model(settings)
-        run_sync(ensure_topics(settings.bootstrap_servers, settings.partitions, settings.replication_factor))
+        run_sync(
+            ensure_topics(
+                settings.bootstrap_servers, settings.partitions, settings.replication_factor, settings.app_id
+            )
+        )
         app = create_app(settings, run_sync(raw_topics(settings.bootstrap_servers)))
         worker = faust.Worker(app, loglevel=settings.log_level)
         worker.execute_from_commandline()
@@ -184,6 +188,26 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> None:
         else:
             text = commands.rollback(registry)
     print(text)
+
+
+def cmd_drift(args: argparse.Namespace, settings: Settings) -> None:
+    from models.registry import ModelRegistry
+    from tools import drift_commands
+    from tools.model_commands import operator_errors
+
+    if args.drift_command == "baseline":
+        with operator_errors():
+            text = drift_commands.rebuild_baseline(
+                ModelRegistry(settings.models_dir), Path(args.source), args.model, args.bins
+            )
+        print(text)
+        return
+    url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    try:
+        body = drift_commands.fetch_status(url)
+    except OSError as exc:
+        raise SystemExit(f"nomenclature: no worker answers at {url}: {exc}") from None
+    print(json.dumps(body, ensure_ascii=False, indent=2) if args.json else drift_commands.format_status(body))
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
@@ -313,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", help="model version or alias")
     p.add_argument("--as", dest="alias", choices=("champion", "challenger"), default="champion")
     models.add_parser("rollback", help="make the previous champion the champion again")
+
+    p = sub.add_parser("drift", help="drift monitoring: rebuild a baseline, show a worker's drift status")
+    p.set_defaults(func=cmd_drift)
+    drift = p.add_subparsers(dest="drift_command", required=True)
+    p = drift.add_parser("baseline", help="rebuild a model's drift baseline from reference rows")
+    p.add_argument("--from", dest="source", required=True, help="CSV, TSV, JSONL or Parquet of items")
+    p.add_argument("--model", default="champion", help="model version or alias")
+    p.add_argument("--bins", type=int, default=10, help="quantile bins of numeric features")
+    p = drift.add_parser("status", help="the worker's GET /drift as a table")
+    p.add_argument("--url", help="worker web address (default: this machine's NOMENCLATURE_WEB_PORT)")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("produce", help="publish items from a CSV or JSONL file as Avro records")
     p.add_argument("--input", required=True)

@@ -62,7 +62,7 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
             reasons = "; ".join(f"{e['code']}: {e['message']}" for e in value["errors"])
             print(f"  {value['item_id']} ({value['stage']}) {reasons}")
         print(
-            f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}/health and /stats",
+            f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}/health, /stats and /drift",
             flush=True,
         )
         if keep_running:

@@ -1,6 +1,6 @@
-"""Per-item state (content hash, source position, feature digest, prediction) in a RocksDB Faust table.
+"""Faust tables written a micro-batch at a time: the per-item state and the drift windows' counts.
 
-The table is a normal Faust ``Table`` (rocksdict driver, changelog topic, recovery, standbys), but it is
+Each is a normal Faust ``Table`` (rocksdict driver, changelog topic, recovery, standbys), but it is
 written a micro-batch at a time: one RocksDB ``WriteBatch`` per partition and the changelog records
 through the batching producer, instead of Faust's per-key ``__setitem__`` (which sends each changelog
 record through the ≈ 270 µs/record path and capped the pipeline at ≈ 2k items/s here).
@@ -22,21 +22,30 @@ from rocksdict import WriteBatch
 from streams.emit import Delivered
 from streams.messages import OutRecord, TableUpdate
 
-TABLE_NAME = "items"
+ITEMS = "items"
+DRIFT_WINDOWS = "drift_windows"
+DRIFT_MONITOR = "drift_monitor"
+HELP = {
+    ITEMS: "Per-item state: content hash, source position, feature digest, label, model version.",
+    DRIFT_WINDOWS: "Per source partition: stream time and the bin counts of the open drift windows.",
+    DRIFT_MONITOR: "Merged drift windows, episodes, history (one partition, as <app id>-drift-counts).",
+}
 
 
-def declare(app: faust.App, partitions: int) -> faust.Table:
+def declare(app: faust.App, name: str, partitions: int) -> faust.Table:
     return app.Table(
-        TABLE_NAME,
+        name,
         partitions=partitions,
         key_type=bytes,
         value_type=bytes,
-        help="Per-item state: content hash, source position, feature digest, label, model version.",
+        help=HELP[name],
         options={"driver": "rocksdict"},
     )
 
 
-class ItemTable:
+class BatchedTable:
+    """A table with JSON values keyed by text, written in batches; partitioned like its source topic."""
+
     def __init__(self, table: faust.Table) -> None:
         self.table = table
 
@@ -47,18 +56,22 @@ class ItemTable:
     def _db(self, partition: int) -> Any:
         return self.table.data._db_for_partition(partition)
 
-    def get(self, partition: int, item_id: str) -> dict[str, Any] | None:
-        raw = self._db(partition).get(item_id.encode("utf-8"))
+    def get(self, partition: int, key: str) -> dict[str, Any] | None:
+        raw = self._db(partition).get(key.encode("utf-8"))
         return None if raw is None else json.loads(raw)
 
     def stage(self, updates: Sequence[TableUpdate]) -> list[OutRecord]:
-        """Write ``updates`` to RocksDB and return their changelog records (to produce with the outputs)."""
+        """Write ``updates`` to RocksDB and return their changelog records (to produce with the outputs);
+        an update without a value deletes the key (a tombstone in the changelog)."""
         batches: dict[int, WriteBatch] = defaultdict(lambda: WriteBatch(raw_mode=True))
         records = []
         topic = self.changelog_topic
         for update in updates:
             key = update.key.encode("utf-8")
-            batches[update.partition].put(key, update.value)
+            if update.value is None:
+                batches[update.partition].delete(key)
+            else:
+                batches[update.partition].put(key, update.value)
             records.append(OutRecord(topic, key, update.value, None, partition=update.partition))
         for partition, batch in batches.items():
             self._db(partition).write(batch)
@@ -73,6 +86,14 @@ class ItemTable:
                 highest[batch.partition] = max(batch.last_offset, highest.get(batch.partition, -1))
         for partition, offset in highest.items():
             self.table.data.set_persisted_offset(TP(topic, partition), offset)
+
+    def items(self, partition: int) -> dict[str, Any]:
+        """Every key of a partition with its decoded value (Faust's own bookkeeping keys left out)."""
+        out = {}
+        for key, raw in self._db(partition).items():
+            if isinstance(key, bytes) and not key.startswith(b"__faust"):
+                out[key.decode("utf-8")] = json.loads(raw)
+        return out
 
     def key_count(self) -> int:
         """Keys in this worker's partitions (RocksDB's estimate, which counts the offset bookkeeping key)."""

@@ -1,0 +1,176 @@
+"""The drift monitor's place in the Faust app: the merge agent, its table, and the two timers.
+
+* ``report_drift`` (every worker): sends its active partitions' window counts (`streams.drift_counts`).
+* ``drift-monitor`` agent (the owner of ``<app id>-drift-counts``' one partition): merges them.
+* ``judge_drift`` (acts on that owner only): judges the windows that became ready by idleness or time.
+
+The monitor's state lives in the one-partition ``drift_monitor`` table, which Faust assigns with the
+counts topic's partition (same partition count), recovers from its changelog, and moves on rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import faust
+from faust.types import TP
+
+from models.registry import ModelRegistry
+from schemas import AvroSerde, Catalogue, DecodeError, to_millis
+from streams.batched_table import DRIFT_MONITOR, BatchedTable, declare
+from streams.drift_monitor import DriftMonitor
+from streams.messages import OutRecord, TableUpdate
+from streams.partition_watchdog import fetched_highwater, processed_position
+from streams.settings import Settings
+from streams.topics import DRIFT, TOPICS, drift_counts_spec, is_raw_topic
+
+if TYPE_CHECKING:
+    from streams.app import Runner
+
+log = logging.getLogger(__name__)
+MONITOR_PARTITION = 0
+
+
+class MonitorHost:
+    """Runs a `DriftMonitor` where the counts topic's partition is assigned, persisting what changes."""
+
+    def __init__(self, app: faust.App, settings: Settings, runner: Runner, catalogue: Catalogue) -> None:
+        self.app = app
+        self.settings = settings
+        self.runner = runner
+        self.table = BatchedTable(declare(app, DRIFT_MONITOR, 1))
+        counts = drift_counts_spec(settings.app_id)
+        self.counts_tp = TP(counts.name, MONITOR_PARTITION)
+        self.counts_serde = AvroSerde(catalogue, counts.subject, counts.schema)
+        self.alert_serde = AvroSerde(catalogue, TOPICS[DRIFT].subject, TOPICS[DRIFT].schema)
+        registry = ModelRegistry(settings.models_dir)
+        self.monitor: DriftMonitor | None = None
+        self._new_monitor = lambda: DriftMonitor(settings, registry.baseline_by_version)
+        self._loaded_for: frozenset[TP] | None = None
+        self.lock = asyncio.Lock()
+        self.alerts_sent = 0
+
+    @property
+    def owner(self) -> bool:
+        return self.counts_tp in self._actives()
+
+    def _actives(self) -> frozenset[TP]:
+        try:
+            return frozenset(self.app.assignor.assigned_actives())
+        except Exception:  # not assigned yet
+            return frozenset()
+
+    def current(self) -> DriftMonitor | None:
+        """The monitor, (re)loaded from the table after every assignment change; None where not owner."""
+        if getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False):
+            return None
+        actives = self._actives()
+        if self.counts_tp not in actives:
+            self.monitor, self._loaded_for = None, None
+            return None
+        if self.monitor is None or self._loaded_for != actives:
+            monitor = self._new_monitor()
+            monitor.load(self.table.items(MONITOR_PARTITION))
+            self.monitor, self._loaded_for = monitor, actives
+        return self.monitor
+
+    async def ingest(self, value: bytes) -> None:
+        try:
+            report = self.counts_serde.decode(value)
+        except DecodeError as exc:
+            log.warning("drift counts record not decodable, skipped: %s", exc)
+            return
+        report["stream_time"] = to_millis(report["stream_time"])
+        for window in report["windows"]:
+            window["start"] = to_millis(window["start"])
+        for _ in range(600):  # a rebalance or recovery in progress: hold the report until it is over
+            if not (getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False)):
+                break
+            await asyncio.sleep(0.1)
+        async with self.lock:
+            monitor = self.current()
+            if monitor is None:  # the partition went to another worker, which reads this report again
+                return
+            monitor.ingest(report, _now_ms())
+            await self._settle(monitor)
+
+    async def tick(self) -> None:
+        async with self.lock:
+            monitor = self.current()
+            if monitor is not None:
+                await self._settle(monitor)
+
+    async def _settle(self, monitor: DriftMonitor) -> None:
+        alerts = monitor.judge_ready(_now_ms())
+        records = [self._alert_record(alert) for alert in alerts]
+        updates = [TableUpdate(MONITOR_PARTITION, k, v) for k, v in monitor.take_dirty().items()]
+        changelog = self.table.stage(updates)
+        if records or changelog:
+            delivered = await self.runner.producer.send_all(records + changelog)
+            self.table.persisted(delivered)
+        for alert in alerts:
+            self.alerts_sent += 1
+            log.warning(
+                "drift %s: %s %s %s=%.4f (threshold %.2f, p=%.2g) over %d items, window %s",
+                alert["state"],
+                alert["view"],
+                alert["feature"],
+                alert["metric"],
+                alert["value"],
+                alert["threshold"],
+                alert["p_value"],
+                alert["sample_size"],
+                alert["window_start"],
+            )
+
+    def _alert_record(self, alert: dict) -> OutRecord:
+        key = f"{alert['feature']}:{alert['metric']}:{alert['view']}:{alert['window_start']}"
+        return OutRecord(DRIFT, key.encode("utf-8"), self.alert_serde.encode(alert), alert["raised_at"])
+
+
+def register(app: faust.App, settings: Settings, runner: Runner, catalogue: Catalogue) -> MonitorHost:
+    host = MonitorHost(app, settings, runner, catalogue)
+    counts = app.topic(host.counts_tp.topic, partitions=1, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(counts, name="drift-monitor")
+    async def merge(stream: faust.StreamT) -> None:
+        async for value in stream:
+            try:
+                await host.ingest(value)
+            except Exception:  # one bad report must not stop the monitor; the next one carries the counts
+                log.exception("merging a drift counts report failed")
+
+    @app.timer(settings.drift_report_seconds)
+    async def report_drift() -> None:
+        if getattr(app, "rebalancing", False) or not runner.drift.enabled:
+            return
+        sources = [tp for tp in host._actives() if is_raw_topic(tp.topic)]
+        caught_up: dict[int, bool] = {}
+        for tp in sources:
+            caught_up[tp.partition] = caught_up.get(tp.partition, True) and _caught_up(app, runner, tp)
+        try:
+            await runner.report_drift(set(caught_up), caught_up)
+        except Exception as exc:  # a broker hiccup must not stop the worker; the next tick reports again
+            log.warning("sending drift counts failed: %r", exc)
+
+    @app.timer(settings.drift_report_seconds)
+    async def judge_drift() -> None:
+        try:
+            await host.tick()
+        except Exception as exc:
+            log.warning("judging drift windows failed: %r", exc)
+
+    return host
+
+
+def _caught_up(app: faust.App, runner: Runner, tp: TP) -> bool:
+    """Whether the worker has processed `tp` up to the high-water mark of its latest fetch."""
+    high = fetched_highwater(app, tp)
+    return high is not None and (processed_position(app, runner, tp) or 0) >= high
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
