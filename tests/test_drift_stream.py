@@ -139,6 +139,28 @@ def wait_judged(worker: Worker, windows: int, timeout: float = 120.0) -> dict[st
         time.sleep(0.5)
 
 
+def six_windows_and_a_closer(
+    rows: list[dict[str, Any]], prefix: str, seed: int
+) -> tuple[int, list[list[tuple[dict[str, Any], int]]], list[tuple[dict[str, Any], int]]]:
+    """Windows 0-5 of 200 items each, and 200 items of window 8 that advance every partition's stream time
+    past window 5, so windows 0-5 close by event time (the tests set a long idle time, so that a restart's
+    or a rebalance's pause does not close them by idleness)."""
+    start = first_window(9)
+    rng = random.Random(seed)
+    windows = [window_items(rows, start + w * WINDOW_S * 1000, 200, prefix, rng) for w in range(6)]
+    return start, windows, window_items(rows, start + 8 * WINDOW_S * 1000, 200, prefix, rng)
+
+
+def settled_drift(workers: list[Worker]) -> dict[str, Any]:
+    """/drift once every record is processed and every partition reported once more."""
+    deadline = time.monotonic() + 60
+    while any(v["lag"] for w in workers for v in w.get("/stats")["lag"].values()):
+        assert time.monotonic() < deadline, [w.get("/stats")["lag"] for w in workers]
+        time.sleep(0.5)
+    time.sleep(2)
+    return workers[0].get("/drift")
+
+
 def test_a_stationary_stream_raises_no_alert(
     fresh_broker: Broker, drift_models: tuple[Path, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
@@ -227,13 +249,8 @@ def test_window_counts_survive_a_worker_restart_mid_window(
     fresh_broker: Broker, drift_models: tuple[Path, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     models_dir, rows = drift_models
-    start = first_window(9)
-    rng = random.Random(3)
-    windows = [window_items(rows, start + w * WINDOW_S * 1000, 200, "rs", rng) for w in range(6)]
+    start, windows, closer = six_windows_and_a_closer(rows, "rs", seed=3)
     first = [pair for window in windows[:3] for pair in window] + windows[3][:100]
-    # window 8's items advance every partition's stream time past window 5, so windows 0-5 close by event
-    # time; the long idle setting keeps the restart's pause from closing window 3 by idleness
-    closer = window_items(rows, start + 8 * WINDOW_S * 1000, 200, "rs", rng)
     second = windows[3][100:] + [pair for window in windows[4:] for pair in window] + closer
     env = {"NOMENCLATURE_DRIFT_IDLE_SECONDS": "120"}
     worker = start_worker(fresh_broker, tmp_path, models_dir, env=env)
@@ -256,12 +273,7 @@ def test_window_counts_survive_a_worker_restart_mid_window(
     try:
         produce(fresh_broker.bootstrap, second)
         wait_judged(again, 6)
-        deadline = time.monotonic() + 60
-        while any(v["lag"] for v in again.get("/stats")["lag"].values()):  # every record processed
-            assert time.monotonic() < deadline, again.get("/stats")
-            time.sleep(0.5)
-        time.sleep(2)  # one more report of every partition
-        body = again.get("/drift")
+        body = settled_drift([again])
         again_reseeks = again.get("/stats")["stalled_partition_reseeks"]
     finally:
         again.stop()
@@ -283,10 +295,7 @@ def test_counts_merge_across_two_workers_and_a_rebalance(
     fresh_broker: Broker, drift_models: tuple[Path, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     models_dir, rows = drift_models
-    start = first_window(9)
-    rng = random.Random(5)
-    windows = [window_items(rows, start + w * WINDOW_S * 1000, 200, "rb", rng) for w in range(6)]
-    closer = window_items(rows, start + 8 * WINDOW_S * 1000, 200, "rb", rng)
+    start, windows, closer = six_windows_and_a_closer(rows, "rb", seed=5)
     env = {"NOMENCLATURE_DRIFT_IDLE_SECONDS": "120"}  # windows 0-5 close by event time only
     one = start_worker(fresh_broker, tmp_path, models_dir, env=env)
     two = None
@@ -304,12 +313,7 @@ def test_counts_merge_across_two_workers_and_a_rebalance(
             time.sleep(1.0)
         assert len({b["latest_window"]["window_start"] for b in bodies}) == 1  # the same monitor
         assert {len(w.get("/health")["assignment"]) > 0 for w in (one, two)} == {True}
-        deadline = time.monotonic() + 60
-        while any(v["lag"] for w in (one, two) for v in w.get("/stats")["lag"].values()):
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        time.sleep(2)  # one more report of every partition
-        body = one.get("/drift")
+        body = settled_drift([one, two])
     finally:
         one.stop()
         if two is not None:
