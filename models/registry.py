@@ -18,9 +18,7 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 
+from models.atomic_files import atomic_write_bytes, atomic_write_text
 from models.classifier import Classifier
 from models.drift_baseline import BASELINE_METRIC, Baseline
 
@@ -217,7 +216,7 @@ class ModelRegistry:
         payload = baseline.to_json()
         relative = Path(version) / BASELINE_NAME
         (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.root / relative, payload)
+        atomic_write_bytes(self.root / relative, payload)
         return {
             "file": relative.as_posix(),
             "sha256": hashlib.sha256(payload).hexdigest(),
@@ -259,7 +258,7 @@ class ModelRegistry:
             joblib.dump(classifier, buffer)
             payload = buffer.getvalue()
             (self.root / artifact).parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.root / artifact, payload)
+            atomic_write_bytes(self.root / artifact, payload)
             record = ModelRecord(
                 version=classifier.version,
                 artifact=artifact.as_posix(),
@@ -342,7 +341,7 @@ class ModelRegistry:
 
     def _write(self, index: dict[str, Any]) -> None:
         text = json.dumps(index, ensure_ascii=False, indent=2, sort_keys=True)
-        _atomic_write(self.index_path, text.encode("utf-8"))
+        atomic_write_text(self.index_path, text)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -382,20 +381,6 @@ def _unassign(index: dict[str, Any], alias: str, *, action: str) -> None:
     index["alias_events"].append(
         {"at": _now(), "action": action, "alias": alias, "version": None, "previous": previous}
     )
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def _file_sha256(path: Path) -> str:

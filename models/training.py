@@ -30,6 +30,7 @@ from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
 import models.dataset as dataset_module
+from models.atomic_files import atomic_write_text
 from models.attribution import forward
 from models.augmentation import augment_services, has_service_prefix, strip_service_prefix
 from models.classifier import Classifier
@@ -48,7 +49,6 @@ from models.feature_store import (
     ITEM_FIELDS,
     FeatureChunk,
     FeatureStore,
-    atomic_write_text,
     dataset_column,
     dataset_ref,
     locked,
