@@ -10,7 +10,7 @@ from schemas.avsc import (
 )
 from schemas.errors import RegistryError, SchemaNotInCatalogueError, UnknownSchemaIdError
 from schemas.registry import Catalogue, LocalCatalogue, RegistryCatalogue, catalogue_from_url
-from schemas.timestamps import to_millis
+from schemas.timestamps import now_ms, to_millis
 from schemas.wire import DECODE_ERROR_CODES, AvroSerde, DecodeError
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "UnknownSchemaIdError",
     "catalogue_from_url",
     "load_schema",
+    "now_ms",
     "to_millis",
 ]

@@ -8,6 +8,7 @@ datetimes as UTC. On the decoding side fastavro returns tz-aware UTC datetimes, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,11 @@ Convert = Callable[[Any], Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+
+
+def now_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return int(time.time() * 1000)
 
 
 def to_millis(value: int | datetime | None) -> int | None:

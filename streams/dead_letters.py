@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
+from schemas import now_ms
 from streams.messages import RawMessage
 from streams.validation import Issue
 
@@ -51,5 +51,5 @@ def rejected_record(
         "source": message.source(),
         "stage": stage,
         "errors": issues,
-        "rejected_at": int(time.time() * 1000),
+        "rejected_at": now_ms(),
     }

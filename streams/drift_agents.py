@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import faust
 from faust.types import TP
 
 from models.registry import ModelRegistry
-from schemas import AvroSerde, Catalogue, DecodeError, to_millis
+from schemas import AvroSerde, Catalogue, DecodeError, now_ms, to_millis
 from streams.batched_table import DRIFT_MONITOR, BatchedTable, declare
 from streams.drift_monitor import DriftMonitor
 from streams.messages import OutRecord, TableUpdate
@@ -94,7 +93,7 @@ class MonitorHost:
             monitor = self.current()
             if monitor is None:  # the partition went to another worker, which reads this report again
                 return
-            monitor.ingest(report, _now_ms())
+            monitor.ingest(report, now_ms())
             await self._settle(monitor)
 
     async def tick(self) -> None:
@@ -104,7 +103,7 @@ class MonitorHost:
                 await self._settle(monitor)
 
     async def _settle(self, monitor: DriftMonitor) -> None:
-        alerts = monitor.judge_ready(_now_ms())
+        alerts = monitor.judge_ready(now_ms())
         records = [self._alert_record(alert) for alert in alerts]
         updates = [TableUpdate(MONITOR_PARTITION, k, v) for k, v in monitor.take_dirty().items()]
         changelog = self.table.stage(updates)
@@ -170,7 +169,3 @@ def _caught_up(app: faust.App, runner: Runner, tp: TP) -> bool:
     """Whether the worker has processed `tp` up to the high-water mark of its latest fetch."""
     high = fetched_highwater(app, tp)
     return high is not None and (processed_position(app, runner, tp) or 0) >= high
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -22,13 +22,12 @@ it reported closed. `streams.drift_monitor` merges the reports of all partitions
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from models.drift_baseline import Baseline
-from schemas import AvroSerde, Catalogue
+from schemas import AvroSerde, Catalogue, now_ms
 from streams.batched_table import BatchedTable
 from streams.messages import DriftObservation, OutRecord, TableUpdate
 from streams.settings import Settings
@@ -125,7 +124,7 @@ class DriftCounter:
         how the monitor tells an idle partition from a lagging one."""
         full = set(partitions) if self.changed is None else set(partitions) & self.changed
         records, reported_closed = [], {}
-        now = int(time.time() * 1000)
+        now = now_ms()
         for partition in sorted(partitions):
             state = self._state(partition)
             windows = []

@@ -32,7 +32,6 @@ alert. Nothing is sent for the windows in between.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from models.drift_baseline import FEATURES, Baseline, CategoricalReference
 from models.drift_metrics import g_test_p_value, js_distance, psi
+from schemas import now_ms as clock
 from streams.drift_counts import parse_window_key, window_key
 from streams.settings import Settings
 
@@ -180,7 +180,7 @@ class DriftMonitor:
 
     def judge_ready(self, now_ms: int | None = None) -> list[dict[str, Any]]:
         """Judge every window that is ready, in order; returns the alerts (DriftAlert values) to send."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        now_ms = clock() if now_ms is None else now_ms
         pending = sorted(
             (k for k, w in self.windows.items() if not w["judged"]), key=lambda k: parse_window_key(k)[1]
         )
@@ -328,7 +328,7 @@ class DriftMonitor:
 
     def snapshot(self, now_ms: int | None = None) -> dict[str, Any]:
         """What GET /drift shows."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        now_ms = clock() if now_ms is None else now_ms
         latest = self.history[-1] if self.history else None
         features: dict[str, Any] = {}
         for feature in FEATURES:

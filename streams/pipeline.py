@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from models.classifier import Classifier, Prediction
 from models.drift_baseline import Baseline
-from schemas import AvroSerde, Catalogue, DecodeError
+from schemas import AvroSerde, Catalogue, DecodeError, now_ms
 from streams.dead_letters import key_text, rejected_record
 from streams.messages import BatchResult, DriftObservation, OutRecord, RawMessage, TableUpdate
 from streams.settings import Settings
@@ -140,7 +139,7 @@ class Pipeline:
         prediction: Prediction,
         digest: str,
     ) -> Scored:
-        now_ms = int(time.time() * 1000)
+        classified_at = now_ms()
         record = {
             "id": item["id"],
             "item": item,
@@ -153,7 +152,7 @@ class Pipeline:
             "featurizer_version": self.classifier.featurizer_version,
             "warnings": [issue.as_dict() for issue in warnings],
             "source": message.source(),
-            "classified_at": now_ms,
+            "classified_at": classified_at,
         }
         hashed = content_hash(item)
         state = {
@@ -164,7 +163,7 @@ class Pipeline:
             "model_version": self.classifier.version,
             "label": prediction.label,
             "confidence": round(prediction.confidence, 6),
-            "classified_at": now_ms,
+            "classified_at": classified_at,
         }
         baseline = self.baseline
         return Scored(
@@ -227,10 +226,6 @@ class Pipeline:
         )
         for issue in errors:
             result.counts.append((message.topic, outcome, issue.code))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _key_or_none(key: bytes | None) -> str | None:
