@@ -38,6 +38,18 @@ def item_serde() -> AvroSerde:
     return AvroSerde(LocalCatalogue(), TOPICS[RAW].subject, TOPICS[RAW].schema)
 
 
+def labelled_sample_csv(directory: Path, per_label: int, seed: int) -> Path:
+    """`per_label` rows of each label of the bundled ОКПД2 file (seeded), as `directory`/sample.csv."""
+    import pandas as pd
+
+    from tools.cli import BUNDLED_DATA
+
+    frame = pd.read_csv(BUNDLED_DATA)
+    path = directory / "sample.csv"
+    frame.groupby("label", group_keys=False).sample(n=per_label, random_state=seed).to_csv(path, index=False)
+    return path
+
+
 def make_item(item_id: str, name: str, **fields: Any) -> dict[str, Any]:
     return {"id": item_id, "name": name, "full_name": fields.pop("full_name", name), **fields}
 

@@ -21,6 +21,7 @@ from schemas import LocalCatalogue
 from streams.topics import DRIFT, RAW
 from tests.support import Broker, Worker, new_worker
 from tools.cli import BUNDLED_DATA, run_sync
+from tools.drift_check import to_latin
 from tools.drift_commands import rebuild_baseline
 
 WINDOW_S = 30
@@ -34,13 +35,6 @@ DRIFT_ENV = {
     "NOMENCLATURE_DRIFT_IDLE_SECONDS": "4",
     "NOMENCLATURE_DRIFT_REPORT_SECONDS": "0.5",
 }
-_LATIN = str.maketrans(
-    {
-        **dict(zip("абвгдезийклмнопрстуфыэ", "abvgdezijklmnoprstufye", strict=True)),
-        **{"ё": "e", "ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch", "ъ": "", "ь": ""},
-        **{"ю": "yu", "я": "ya"},
-    }
-)
 
 
 def reference_rows(n: int = 3000, seed: int = 1) -> list[dict[str, Any]]:
@@ -63,10 +57,6 @@ def drift_models(models_dir: Path, tmp_path: Path) -> tuple[Path, list[dict[str,
     return models_dir, rows
 
 
-def latin(name: str) -> str:
-    return name.lower().translate(_LATIN).capitalize()
-
-
 def window_items(
     rows: list[dict[str, Any]], start_ms: int, count: int, prefix: str, rng: random.Random, shift: str = ""
 ) -> list[tuple[dict[str, Any], int]]:
@@ -76,7 +66,7 @@ def window_items(
         if shift == "units":
             row["unit"] = rng.choice(NEW_UNITS)
         elif shift == "latin":
-            row["name"] = latin(row["name"])
+            row["name"] = to_latin(row["name"])
         item = {"id": f"{prefix}-{start_ms}-{i}", "full_name": row["name"], **row}
         out.append((item, start_ms + (i * WINDOW_S * 1000) // count))
     return out
@@ -139,6 +129,18 @@ def wait_judged(worker: Worker, windows: int, timeout: float = 120.0) -> dict[st
         time.sleep(0.5)
 
 
+def judged_stream(
+    broker: Broker, tmp_path: Path, models_dir: Path, items: list[tuple[dict[str, Any], int]], windows: int
+) -> dict[str, Any]:
+    """/drift once one worker has judged `windows` windows of `items`."""
+    worker = start_worker(broker, tmp_path, models_dir)
+    try:
+        produce(broker.bootstrap, items)
+        return wait_judged(worker, windows)
+    finally:
+        worker.stop()
+
+
 def six_windows_and_a_closer(
     rows: list[dict[str, Any]], prefix: str, seed: int
 ) -> tuple[int, list[list[tuple[dict[str, Any], int]]], list[tuple[dict[str, Any], int]]]:
@@ -173,12 +175,7 @@ def test_a_stationary_stream_raises_no_alert(
         for w in range(windows)
         for pair in window_items(rows, start + w * WINDOW_S * 1000, per_window, "st", rng)
     ]
-    worker = start_worker(fresh_broker, tmp_path, models_dir)
-    try:
-        produce(fresh_broker.bootstrap, items)
-        body = wait_judged(worker, windows)
-    finally:
-        worker.stop()
+    body = judged_stream(fresh_broker, tmp_path, models_dir, items, windows)
     judged = [h for h in body["features"]["name_length"]["history"]]
     assert all(h["n"] == per_window for h in judged), judged  # every partition's counts, merged exactly
     assert body["late_reports"] == 0
@@ -202,12 +199,7 @@ def test_a_shift_alerts_the_changed_feature_within_a_window_and_not_the_others(
         for _ in range(count):
             items += window_items(rows, start + w * WINDOW_S * 1000, 250, "sh", rng, shift)
             w += 1
-    worker = start_worker(fresh_broker, tmp_path, models_dir)
-    try:
-        produce(fresh_broker.bootstrap, items)
-        body = wait_judged(worker, w)
-    finally:
-        worker.stop()
+    body = judged_stream(fresh_broker, tmp_path, models_dir, items, w)
     sent = alerts(fresh_broker.bootstrap)
     firing = [a for a in sent if a["state"] == "firing"]
     window_ms = WINDOW_S * 1000

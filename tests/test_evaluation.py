@@ -22,6 +22,7 @@ from models.classifier import Classifier
 from models.evaluation import evaluate_csv, format_report
 from models.registry import ModelRegistry
 from models.training import train
+from tests.support import labelled_sample_csv
 from tools.cli import main
 
 DATA = Path(models.__file__).parent / "data" / "okpd2_labeled.csv"
@@ -30,10 +31,7 @@ SOURCES = ("erp", "catalogue", "")
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
-    frame = pd.read_csv(DATA)
-    subset = frame.groupby("label", group_keys=False).sample(n=500, random_state=3)
-    path = tmp_path_factory.mktemp("evaluation-data") / "train.csv"
-    subset.to_csv(path, index=False)
+    path = labelled_sample_csv(tmp_path_factory.mktemp("evaluation-data"), per_label=500, seed=3)
     return train(path, seed=3, max_epochs=4, progress=False)[0]
 
 

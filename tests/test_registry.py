@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
-import models
 from models.classifier import Classifier
 from models.registry import (
     ChecksumError,
@@ -23,19 +21,15 @@ from models.registry import (
     UnknownModelError,
 )
 from models.training import train
+from tests.support import labelled_sample_csv
 from tools.cli import main
 
-DATA = Path(models.__file__).parent / "data" / "okpd2_labeled.csv"
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    frame = pd.read_csv(DATA)
-    subset = frame.groupby("label", group_keys=False).sample(n=300, random_state=11)
-    path = tmp_path_factory.mktemp("registry-data") / "small.csv"
-    subset.to_csv(path, index=False)
-    return path
+    return labelled_sample_csv(tmp_path_factory.mktemp("registry-data"), per_label=300, seed=11)
 
 
 @pytest.fixture(scope="module")

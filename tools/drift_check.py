@@ -44,10 +44,15 @@ WINDOW_S = 30
 _LATIN = str.maketrans(
     {
         **dict(zip("абвгдезийклмнопрстуфыэ", "abvgdezijklmnoprstufye", strict=True)),
-        **{"ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch", "ъ": "", "ь": "", "ю": "yu"},
-        "я": "ya",
+        **{"ё": "e", "ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch", "ъ": "", "ь": ""},
+        **{"ю": "yu", "я": "ya"},
     }
 )
+
+
+def to_latin(name: str) -> str:
+    """The name transliterated to Latin letters (a shift of script for drift checks)."""
+    return name.lower().translate(_LATIN).capitalize()
 
 
 def reference_rows(settings: Settings) -> list[dict[str, Any]]:
@@ -58,7 +63,7 @@ def reference_rows(settings: Settings) -> list[dict[str, Any]]:
 
 def shifted(row: dict[str, Any], shift: str) -> dict[str, Any]:
     if shift == "latin":
-        return {**row, "name": row["name"].lower().translate(_LATIN).capitalize()}
+        return {**row, "name": to_latin(row["name"])}
     if shift == "units":
         return {**row, "unit": "бухта"}
     return row
