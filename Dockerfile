@@ -18,10 +18,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY . .
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin app \
-    && mkdir -p /data \
-    && chown app:app /data
+    && mkdir -p /data /models \
+    && chown app:app /data /models
 
-# All state (RocksDB tables, trained models, registry) lives under /data: one volume per worker.
+# Local state (RocksDB tables, caches) lives under /data: one volume per worker. Models live under
+# NOMENCLATURE_MODELS_DIR (default /data/models), which the workers of one app must share (compose: /models).
 # Inside a container the web server must listen beyond loopback.
 ENV NOMENCLATURE_DATA_DIR=/data \
     NOMENCLATURE_WEB_HOST=0.0.0.0

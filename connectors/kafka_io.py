@@ -66,8 +66,9 @@ async def read_topic(
     limit: int | None = None,
     follow: bool = False,
     idle_timeout: float = 5.0,
+    partitions: Iterable[int] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Records of ``topic`` from the beginning, decoded, with their position.
+    """Records of ``topic`` (or of its ``partitions``) from the beginning, decoded, with their position.
 
     Without ``follow`` it stops at the end offsets taken at start (fetched high-water marks, right on
     every broker) or after ``idle_timeout`` seconds without a record.
@@ -78,8 +79,9 @@ async def read_topic(
     await consumer.start()
     try:
         await consumer.topics()  # refreshes metadata for all topics
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        existing = consumer.partitions_for_topic(topic) or set()
+        wanted = existing if partitions is None else existing & set(partitions)
+        tps = [TopicPartition(topic, p) for p in sorted(wanted)]
         if not tps:
             raise LookupError(f"topic {topic!r} does not exist")
         consumer.assign(tps)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -109,6 +110,18 @@ class ModelRegistry:
         index.setdefault("champion_history", [champion] if champion else [])
         index.setdefault("alias_events", [])
         return index
+
+    def registry_id(self) -> str:
+        """This registry's id, made on first use. Model events on the control topic name it, so that a
+        worker follows only the events of the registry it loads its models from."""
+        known = self._read().get("registry_id")
+        if known:
+            return str(known)
+        with self._lock():
+            index = self._read()
+            index.setdefault("registry_id", uuid.uuid4().hex)
+            self._write(index)
+            return str(index["registry_id"])
 
     def aliases(self) -> dict[str, str]:
         """Alias -> version."""

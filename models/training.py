@@ -11,12 +11,13 @@ services) and trains on it the same way.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -266,30 +267,30 @@ def train_dataset(
     val_names = dataset_column(val_dir, "name", validation.row_ids)
     model, history = _fit(store, validation, seed, max_epochs, patience, progress, blas_threads)
     untrained_columns = _zero_untrained_inputs(model, store.column_nnz(TRAIN))
-    _drop_training_state(model)
+    drop_training_state(model)
 
-    classifier = Classifier(model, featurizer, version=_model_version(model, featurizer))
-    metrics = _validation_metrics(classifier, validation, val_names)
+    classifier = Classifier(model, featurizer, version=model_version(model, featurizer))
+    metrics = validation_metrics(classifier, validation, val_names)
     metrics.update(_training_report(store, val_store, history, featurize_seconds, started))
     metrics.update({"untrained_input_columns": untrained_columns, "seed": seed, "blas_threads": blas_threads})
-    metrics["global_importance"] = _global_importance(classifier, val_dir, validation, seed)
-    metrics[BASELINE_METRIC] = _drift_baseline(classifier, Path(dataset_dir), val_dir, validation).to_json()
+    metrics["global_importance"] = global_importance(classifier, val_dir, validation, seed)
+    metrics[BASELINE_METRIC] = training_baseline(classifier, Path(dataset_dir), val_dir, validation).to_json()
     if progress:
         _print_summary(classifier, metrics)
     return classifier, metrics
 
 
-def _global_importance(
+def global_importance(
     classifier: Classifier, val_dir: Path, validation: FeatureChunk, seed: int
 ) -> dict[str, dict[str, Any]]:
     """Permutation importance of feature groups on (a seeded sample of) the validation rows."""
     rng = np.random.default_rng(seed)
     take = np.sort(rng.permutation(len(validation))[:IMPORTANCE_ROWS])
-    items = _dataset_items(val_dir, validation.row_ids[take])
+    items = dataset_items(val_dir, validation.row_ids[take])
     return permutation_importance(classifier, items, validation.labels[take].tolist(), seed=seed)
 
 
-def _dataset_items(dataset_dir: Path, row_ids: np.ndarray) -> list[dict[str, Any]]:
+def dataset_items(dataset_dir: Path, row_ids: np.ndarray) -> list[dict[str, Any]]:
     """Rows of a dataset directory as stream-like items (the item fields it has)."""
     present = set(pq.ParquetFile(dataset_dir / dataset_ref(dataset_dir).shards[0]).schema_arrow.names)
     fields = [field for field in (*ITEM_FIELDS, "country", "source") if field in present]
@@ -297,14 +298,21 @@ def _dataset_items(dataset_dir: Path, row_ids: np.ndarray) -> list[dict[str, Any
     return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-def _drift_baseline(
-    classifier: Classifier, train_dir: Path, val_dir: Path, validation: FeatureChunk
+def training_baseline(
+    classifier: Classifier,
+    train_dir: Path,
+    val_dir: Path,
+    validation: FeatureChunk,
+    *,
+    extra_names: Iterable[str] = (),
 ) -> Baseline:
     """The drift baseline (`models.drift_baseline`): the validation rows — unseen in training, as live
-    items are — with the words of (up to VOCABULARY_ROWS of) the training split as the vocabulary."""
-    items = _dataset_items(val_dir, validation.row_ids)
+    items are — with the words of (up to VOCABULARY_ROWS of) the training split, and of `extra_names`
+    (other rows trained on), as the vocabulary."""
+    items = dataset_items(val_dir, validation.row_ids)
     source = f"validation split of {dataset_ref(val_dir).version}"
-    return build_baseline(classifier, items, vocabulary_of(_training_names(train_dir)), source=source)
+    vocabulary = vocabulary_of(itertools.chain(_training_names(train_dir), extra_names))
+    return build_baseline(classifier, items, vocabulary, source=source)
 
 
 def _training_names(dataset_dir: Path) -> Iterator[str]:
@@ -423,7 +431,7 @@ def _zero_untrained_inputs(model: MLPClassifier, column_counts: np.ndarray) -> i
     return len(unseen)
 
 
-def _drop_training_state(model: MLPClassifier) -> None:
+def drop_training_state(model: MLPClassifier) -> None:
     """Drop state only needed to resume training, each as large as the weights.
 
     That is the Adam moments and sklearn's copy of the weights at the best training loss.
@@ -441,14 +449,14 @@ def weights_digest(model: MLPClassifier, featurizer: Featurizer) -> str:
     return digest.hexdigest()
 
 
-def _model_version(model: MLPClassifier, featurizer: Featurizer) -> str:
+def model_version(model: MLPClassifier, featurizer: Featurizer) -> str:
     return f"mlp-{datetime.now(UTC):%Y%m%d%H%M%S}-{weights_digest(model, featurizer)[:8]}"
 
 
 # ---- reports ------------------------------------------------------------------------------------
 
 
-def _validation_metrics(classifier: Classifier, validation: FeatureChunk, names: list[str]) -> dict[str, Any]:
+def validation_metrics(classifier: Classifier, validation: FeatureChunk, names: list[str]) -> dict[str, Any]:
     """Overall metrics, per dataset slice, and two service slices: names without an Услуги/Работы prefix
     and prefix-stripped copies of the prefixed ones."""
     class_labels = list(classifier.labels)

@@ -2,9 +2,12 @@
 
 from schemas.avsc import (
     CLASSIFIED_SCHEMA,
+    CORRECTION_SCHEMA,
     DRIFT_ALERT_SCHEMA,
     DRIFT_COUNTS_SCHEMA,
     ITEM_SCHEMA,
+    LIFECYCLE_SCHEMA,
+    MODEL_EVENT_SCHEMA,
     REJECTED_SCHEMA,
     load_schema,
 )
@@ -15,10 +18,13 @@ from schemas.wire import DECODE_ERROR_CODES, AvroSerde, DecodeError
 
 __all__ = [
     "CLASSIFIED_SCHEMA",
+    "CORRECTION_SCHEMA",
     "DECODE_ERROR_CODES",
     "DRIFT_ALERT_SCHEMA",
     "DRIFT_COUNTS_SCHEMA",
     "ITEM_SCHEMA",
+    "LIFECYCLE_SCHEMA",
+    "MODEL_EVENT_SCHEMA",
     "REJECTED_SCHEMA",
     "AvroSerde",
     "Catalogue",

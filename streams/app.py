@@ -1,4 +1,5 @@
-"""The Faust app: raw topics → classify agent (micro-batches) → classified / rejected, plus web views."""
+"""The Faust app: raw topics → classify agent (micro-batches) → classified / rejected (and, while a challenger
+is in shadow, shadow), plus drift, the model lifecycle and web views."""
 
 from __future__ import annotations
 
@@ -11,19 +12,22 @@ from pathlib import Path
 import faust
 from mode import Service
 
-from models.classifier import Classifier
 from models.registry import ModelRegistry
-from streams import broker_quirks, drift_agents, views
-from streams.batched_table import DRIFT_WINDOWS, ITEMS, BatchedTable, declare
+from streams import broker_quirks, drift_agents, lifecycle_agents, model_views, views
+from streams.batched_table import DRIFT_WINDOWS, ITEMS, SHADOW, BatchedTable, declare
 from streams.drift_counts import DriftCounter
 from streams.emit import BatchProducer
 from streams.messages import RawMessage
+from streams.model_events import ModelState, event_record
+from streams.model_follower import ModelFollower
 from streams.partition_watchdog import PartitionWatchdog
-from streams.pipeline import Pipeline
-from streams.scoring import Scorer, build_pipeline, limit_native_threads
+from streams.pipeline import Models, Pipeline
+from streams.scoring import ModelSpec, Scorer, build_pipeline, limit_native_threads
 from streams.settings import Settings
+from streams.shadow import ShadowCounter
 from streams.stats import Stats
-from streams.topics import CLASSIFIED, DRIFT, REJECTED
+from streams.topics import CLASSIFIED, DRIFT, MODELS, REJECTED
+from streams.topics import SHADOW as SHADOW_TOPIC
 from streams.topics import raw_topics as raw_topics_now
 
 log = logging.getLogger(__name__)
@@ -33,31 +37,26 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 3
 
 
-class NoModelError(RuntimeError):
-    pass
-
-
-def load_champion(settings: Settings) -> Classifier:
-    registry = ModelRegistry(settings.models_dir)
-    if registry.champion() is None:
-        raise NoModelError(
-            f"no trained model in {settings.models_dir}: run `nomenclature train` first "
-            "(or `nomenclature worker --train-if-missing`)"
-        )
-    return registry.load("champion")
-
-
 class Runner:
-    """What the agent does with one micro-batch; owns the pipeline, the producer and the counters."""
+    """What the agent does with one micro-batch; owns the pipeline, the models, the producer and counters."""
 
     def __init__(
-        self, settings: Settings, pipeline: Pipeline, items: BatchedTable, drift: DriftCounter
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        models: Models,
+        items: BatchedTable,
+        drift: DriftCounter,
+        shadow: ShadowCounter,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
-        self.scorer = Scorer(settings, pipeline)
+        self.models = models  # what the next micro-batch is scored with (`swap` replaces it)
+        self.scorer = Scorer(settings, pipeline, models)
         self.items = items
         self.drift = drift
+        self.shadow = shadow
+        self.shadow_partitions: set[int] | None = None
         self._drift_partitions: frozenset[int] | None = None
         self.busy = 0  # micro-batches being handled
         self.watchdog: PartitionWatchdog | None = None
@@ -80,20 +79,36 @@ class Runner:
         self, events: list[faust.EventT], previous: asyncio.Future[None] | None, stream: faust.StreamT
     ) -> None:
         started = time.perf_counter()
-        messages = [_raw_message(event) for event in events]
-        scored = await self.scorer.score(messages)
+        models = self.models  # one batch, one set of models: a swap takes effect at the next batch
+        messages = [raw_message(event) for event in events]
+        scored = await self.scorer.score(messages, models)
         if previous is not None:
             await previous
         self._find_gaps(messages)
         result = self.pipeline.finish(messages, scored, self.items.get)
-        drift_updates = self.drift.observe(result.drift, self.pipeline.classifier.version)
-        changelog = self.items.stage(result.table_updates) + self.drift.table.stage(drift_updates)
+        drift_updates = self.drift.observe(result.drift, models.champion.version, models.baseline)
+        shadow_updates = []
+        if models.challenger is not None and result.shadow:
+            shadow_updates = self.shadow.observe(
+                result.shadow, models.challenger.version, models.champion.version
+            )
+        changelog = (
+            self.items.stage(result.table_updates)
+            + self.drift.table.stage(drift_updates)
+            + self.shadow.table.stage(shadow_updates)
+        )
         delivered = await self.producer.send_all(result.outputs + changelog)
-        self.items.persisted(delivered)
-        self.drift.table.persisted(delivered)
+        for table in (self.items, self.drift.table, self.shadow.table):
+            table.persisted(delivered)
         for event in events:
             await stream.ack(event)
         self.stats.record(messages, result.counts, time.perf_counter() - started)
+
+    async def swap(self, models: Models) -> None:
+        """Score the next micro-batches with `models`, once the scoring processes have loaded them."""
+        await self.scorer.preload(ModelSpec.of(models))
+        self.models = models
+        self.drift.baseline = models.baseline
 
     def _find_gaps(self, messages: list[RawMessage]) -> None:
         """Offsets Faust skipped (see `streams.partition_watchdog`): the watchdog seeks back to them."""
@@ -116,7 +131,7 @@ class Runner:
             self.drift.reported(closed)
 
 
-def _raw_message(event: faust.EventT) -> RawMessage:
+def raw_message(event: faust.EventT) -> RawMessage:
     message = event.message
     timestamp = message.timestamp
     return RawMessage(
@@ -129,15 +144,17 @@ def _raw_message(event: faust.EventT) -> RawMessage:
     )
 
 
-def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier | None = None) -> faust.App:
-    """The worker's app, consuming ``raw_topics`` (see ``streams.topics.raw_topics``)."""
+def create_app(settings: Settings, raw_topics: list[str], model_state: ModelState) -> faust.App:
+    """The worker's app, consuming ``raw_topics`` (see ``streams.topics.raw_topics``), starting with the
+    models that ``model_state`` (the control topic, `streams.model_events.read_state`) announces."""
     broker_quirks.apply(settings.is_tansu, settings.bootstrap_servers)
     limit_native_threads()
     registry = ModelRegistry(settings.models_dir)
-    classifier = classifier or load_champion(settings)
-    baseline = registry.load_baseline(classifier.version)
-    if baseline is None:
-        log.warning("model %s has no drift baseline: drift is not monitored", classifier.version)
+    pipeline = build_pipeline(settings)
+    follower = ModelFollower(registry, pipeline.catalogue, settings.bootstrap_servers, model_state)
+    models = follower.load_initial()
+    if models.baseline is None:
+        log.warning("model %s has no drift baseline: drift is not monitored", models.champion.version)
     settings.tables_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -159,12 +176,16 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
     # and changing a running subscription did not get new topics assigned (tried): the topics matching
     # RAW_PATTERN are listed at start; `discover_sources` reports later ones on /health and in the log.
     raw = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
-    pipeline = build_pipeline(settings, classifier, baseline)
     items = BatchedTable(declare(app, ITEMS, settings.partitions))
     drift = DriftCounter(
-        settings, BatchedTable(declare(app, DRIFT_WINDOWS, settings.partitions)), baseline, pipeline.catalogue
+        settings,
+        BatchedTable(declare(app, DRIFT_WINDOWS, settings.partitions)),
+        models.baseline,
+        pipeline.catalogue,
     )
-    runner = Runner(settings, pipeline, items, drift)
+    shadow_table = BatchedTable(declare(app, SHADOW, settings.partitions))
+    shadow = ShadowCounter(settings, shadow_table, pipeline.catalogue)
+    runner = Runner(settings, pipeline, models, items, drift, shadow)
     within = settings.batch_within_ms / 1000
 
     @app.agent(raw, name="classify")
@@ -187,6 +208,7 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
                 task.cancel()
 
     monitor = drift_agents.register(app, settings, runner, pipeline.catalogue)
+    lifecycle, corrections = lifecycle_agents.register(app, settings, runner, pipeline.catalogue, registry)
     watchdog = PartitionWatchdog(app, runner)
     runner.watchdog = watchdog
 
@@ -212,13 +234,29 @@ def create_app(settings: Settings, raw_topics: list[str], classifier: Classifier
     @app.service
     class RunnerLifecycle(Service):
         async def on_start(self) -> None:
-            changelogs = [items.changelog_topic, drift.table.changelog_topic, monitor.table.changelog_topic]
-            await runner.producer.prepare([CLASSIFIED, REJECTED, DRIFT, drift.topic, *changelogs])
+            tables = (items, drift.table, monitor.table, shadow.table, corrections.table, lifecycle.table)
+            outputs = [CLASSIFIED, REJECTED, DRIFT, SHADOW_TOPIC, MODELS, drift.topic, shadow.topic]
+            await runner.producer.prepare([*outputs, *(table.changelog_topic for table in tables)])
             await runner.scorer.start()
+            if follower.to_announce is not None:  # the control topic had no champion of this registry
+                await runner.producer.send_all([event_record(follower.serde, follower.to_announce)])
+
+        @Service.task
+        async def _follow_models(self) -> None:
+            while not self.should_stop:
+                try:
+                    await follower.follow(runner.swap)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the broker went away: read on from where it stopped
+                    log.warning("following %s failed (%r); reconnecting", MODELS, exc)
+                    await asyncio.sleep(2.0)
 
         async def on_stop(self) -> None:
             runner.scorer.close()
+            lifecycle.close()
             await runner.producer.stop()
 
     views.register(app, settings, runner, monitor)
+    model_views.register(app, settings, runner, follower, lifecycle, corrections)
     return app

@@ -19,16 +19,22 @@ import faust
 from faust.types import TP
 from rocksdict import WriteBatch
 
-from streams.emit import Delivered
+from streams.emit import BatchProducer, Delivered
 from streams.messages import OutRecord, TableUpdate
 
 ITEMS = "items"
 DRIFT_WINDOWS = "drift_windows"
 DRIFT_MONITOR = "drift_monitor"
+CORRECTIONS = "corrections"
+SHADOW = "shadow"
+LIFECYCLE = "lifecycle"
 HELP = {
-    ITEMS: "Per-item state: content hash, source position, feature digest, label, model version.",
+    ITEMS: "Per-item state: content hash, source position, feature digest, label, model version(s).",
     DRIFT_WINDOWS: "Per source partition: stream time and the bin counts of the open drift windows.",
     DRIFT_MONITOR: "Merged drift windows, episodes, history (one partition, as <app id>-drift-counts).",
+    CORRECTIONS: "Per item id: its latest correction (label, corrected_at, user, comment, position).",
+    SHADOW: "Per source partition and challenger|champion pair: items scored by both, agreements, pairs.",
+    LIFECYCLE: "Retraining cycles, triggers and merged shadow counts (one partition, as <app id>-lifecycle).",
 }
 
 
@@ -41,6 +47,19 @@ def declare(app: faust.App, name: str, partitions: int) -> faust.Table:
         help=HELP[name],
         options={"driver": "rocksdict"},
     )
+
+
+def assigned_actives(app: faust.App) -> frozenset[TP]:
+    """The partitions actively assigned to this worker (empty before the first assignment)."""
+    try:
+        return frozenset(app.assignor.assigned_actives())
+    except Exception:  # not assigned yet
+        return frozenset()
+
+
+def settling(app: faust.App) -> bool:
+    """A rebalance or a table recovery is in progress: one-partition state may be about to move."""
+    return bool(getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
 
 
 class BatchedTable:
@@ -86,6 +105,14 @@ class BatchedTable:
                 highest[batch.partition] = max(batch.last_offset, highest.get(batch.partition, -1))
         for partition, offset in highest.items():
             self.table.data.set_persisted_offset(TP(topic, partition), offset)
+
+    async def deliver(
+        self, producer: BatchProducer, records: Sequence[OutRecord], updates: Sequence[TableUpdate]
+    ) -> None:
+        """Write `updates`, then produce `records` with the changelog and remember the changelog offsets."""
+        changelog = self.stage(updates)
+        if records or changelog:
+            self.persisted(await producer.send_all([*records, *changelog]))
 
     def items(self, partition: int) -> dict[str, Any]:
         """Every key of a partition with its decoded value (Faust's own bookkeeping keys left out)."""

@@ -9,7 +9,7 @@ from schemas import now_ms
 from streams.messages import RawMessage
 from streams.validation import Issue
 
-STAGES = ("decode", "validate", "classify")
+STAGES = ("decode", "validate", "classify", "correction")
 
 
 def key_text(key: bytes | None) -> str | None:

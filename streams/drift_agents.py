@@ -19,7 +19,7 @@ from faust.types import TP
 
 from models.registry import ModelRegistry
 from schemas import AvroSerde, Catalogue, DecodeError, now_ms, to_millis
-from streams.batched_table import DRIFT_MONITOR, BatchedTable, declare
+from streams.batched_table import DRIFT_MONITOR, BatchedTable, assigned_actives, declare, settling
 from streams.drift_monitor import DriftMonitor
 from streams.messages import OutRecord, TableUpdate
 from streams.partition_watchdog import fetched_highwater, processed_position
@@ -54,19 +54,13 @@ class MonitorHost:
 
     @property
     def owner(self) -> bool:
-        return self.counts_tp in self._actives()
-
-    def _actives(self) -> frozenset[TP]:
-        try:
-            return frozenset(self.app.assignor.assigned_actives())
-        except Exception:  # not assigned yet
-            return frozenset()
+        return self.counts_tp in assigned_actives(self.app)
 
     def current(self) -> DriftMonitor | None:
         """The monitor, (re)loaded from the table after every assignment change; None where not owner."""
-        if getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False):
+        if settling(self.app):
             return None
-        actives = self._actives()
+        actives = assigned_actives(self.app)
         if self.counts_tp not in actives:
             self.monitor, self._loaded_for = None, None
             return None
@@ -86,7 +80,7 @@ class MonitorHost:
         for window in report["windows"]:
             window["start"] = to_millis(window["start"])
         for _ in range(600):  # a rebalance or recovery in progress: hold the report until it is over
-            if not (getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False)):
+            if not settling(self.app):
                 break
             await asyncio.sleep(0.1)
         async with self.lock:
@@ -106,10 +100,7 @@ class MonitorHost:
         alerts = monitor.judge_ready(now_ms())
         records = [self._alert_record(alert) for alert in alerts]
         updates = [TableUpdate(MONITOR_PARTITION, k, v) for k, v in monitor.take_dirty().items()]
-        changelog = self.table.stage(updates)
-        if records or changelog:
-            delivered = await self.runner.producer.send_all(records + changelog)
-            self.table.persisted(delivered)
+        await self.table.deliver(self.runner.producer, records, updates)
         for alert in alerts:
             self.alerts_sent += 1
             log.warning(
@@ -146,7 +137,7 @@ def register(app: faust.App, settings: Settings, runner: Runner, catalogue: Cata
     async def report_drift() -> None:
         if getattr(app, "rebalancing", False) or not runner.drift.enabled:
             return
-        sources = [tp for tp in host._actives() if is_raw_topic(tp.topic)]
+        sources = [tp for tp in assigned_actives(app) if is_raw_topic(tp.topic)]
         caught_up: dict[int, bool] = {}
         for tp in sources:
             caught_up[tp.partition] = caught_up.get(tp.partition, True) and _caught_up(app, runner, tp)

@@ -66,11 +66,13 @@ class DriftCounter:
     def _state(self, partition: int) -> dict[str, Any]:
         return self.table.get(partition, STATE_KEY) or {"stream_time": None, "late_items": 0, "windows": {}}
 
-    def observe(self, observations: Sequence[DriftObservation], model_version: str) -> list[TableUpdate]:
-        """Count a micro-batch's observations; returns the new state of each partition it touched."""
-        if not observations or self.baseline is None:
+    def observe(
+        self, observations: Sequence[DriftObservation], model_version: str, baseline: Baseline | None
+    ) -> list[TableUpdate]:
+        """Count a micro-batch's observations (binned with `baseline`, the champion's that scored them);
+        returns the new state of each partition it touched."""
+        if not observations or baseline is None:
             return []
-        baseline = self.baseline
         version = baseline.version
         sizes = baseline.sizes()
         by_partition: dict[int, list[DriftObservation]] = defaultdict(list)

@@ -100,7 +100,7 @@ class BatchProducer:
                 topic_partitions = partitions.get(record.topic)
                 if topic_partitions is None:
                     topic_partitions = partitions[record.topic] = await self._partitions(record.topic)
-                partition = _partition_for(record.key, topic_partitions)
+                partition = partition_for(record.key, topic_partitions)
             by_partition.setdefault((record.topic, partition), []).append(record)
 
         pending: list[tuple[str, int, asyncio.Future, int]] = []
@@ -132,7 +132,7 @@ class BatchProducer:
         return sorted(await self.producer.partitions_for(topic))
 
 
-def _partition_for(key: bytes | None, partitions: list[int]) -> int:
+def partition_for(key: bytes | None, partitions: list[int]) -> int:
     """The Java client's and aiokafka's default: murmur2 of the key; keyless records go to the first."""
     if key is None:
         return partitions[0]

@@ -57,10 +57,18 @@ class DriftObservation(NamedTuple):
     bins: tuple[int, ...]
 
 
+class ShadowObservation(NamedTuple):
+    """One item scored by both the champion and the challenger: whether they gave it the same label."""
+
+    partition: int
+    agreed: bool
+
+
 @dataclass(slots=True)
 class BatchResult:
     outputs: list[OutRecord] = field(default_factory=list)
     table_updates: list[TableUpdate] = field(default_factory=list)
     drift: list[DriftObservation] = field(default_factory=list)
+    shadow: list[ShadowObservation] = field(default_factory=list)
     # (topic, outcome, code): outcome is classified | rejected | duplicate; code '' unless rejected
     counts: list[tuple[str, str, str]] = field(default_factory=list)

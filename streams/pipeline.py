@@ -7,6 +7,11 @@ Two phases, both free of Faust and Kafka:
 * :meth:`Pipeline.finish` — the stateful part, in the worker: duplicate check against the item table,
   dead letters, item-table updates and counts.
 
+While a challenger is in shadow evaluation (`streams.model_follower`), each accepted item is scored by both
+models on the same features: the champion's result goes to ``nomenclature.classified``, the challenger's
+(without explanation, to keep the cost of shadowing down) to ``nomenclature.shadow`` under the same key,
+and the item table records both labels, which the corrections agent later pairs with the user's label.
+
 Duplicates: the item table remembers, per id, the content hash and the source position of the record
 that was classified. A record with the same id and the same content from a *different* position is a
 duplicate and is dead-lettered (code ``duplicate``); from the *same* position it is a re-delivery after a
@@ -24,15 +29,31 @@ from models.classifier import Classifier, Prediction
 from models.drift_baseline import Baseline
 from schemas import AvroSerde, Catalogue, DecodeError, now_ms
 from streams.dead_letters import key_text, rejected_record
-from streams.messages import BatchResult, DriftObservation, OutRecord, RawMessage, TableUpdate
+from streams.messages import (
+    BatchResult,
+    DriftObservation,
+    OutRecord,
+    RawMessage,
+    ShadowObservation,
+    TableUpdate,
+)
 from streams.settings import Settings
-from streams.topics import CLASSIFIED, RAW, REJECTED, TOPICS
+from streams.topics import CLASSIFIED, RAW, REJECTED, SHADOW, TOPICS
 from streams.validation import Issue, Validator, content_hash
 
 log = logging.getLogger(__name__)
 
 # (partition, item id) -> stored item-table value
 Lookup = Callable[[int, str], dict[str, Any] | None]
+
+
+class Models(NamedTuple):
+    """The models one micro-batch is scored with: the champion (outputs, drift bins with its baseline) and,
+    while one is in shadow evaluation, the challenger."""
+
+    champion: Classifier
+    baseline: Baseline | None = None
+    challenger: Classifier | None = None
 
 
 class Scored(NamedTuple):
@@ -48,6 +69,9 @@ class Scored(NamedTuple):
     value: bytes = b""  # the encoded ClassifiedItem
     state: bytes = b""  # the item-table value (JSON)
     drift: tuple[int, ...] = ()  # the item's bin per drift-baseline feature (empty without a baseline)
+    label: str = ""  # the champion's
+    shadow_value: bytes = b""  # the challenger's encoded ClassifiedItem, while one is shadowed
+    shadow_label: str = ""
 
 
 def _refused(item_id: str | None, stage: str, errors: list[Issue]) -> Scored:
@@ -55,28 +79,19 @@ def _refused(item_id: str | None, stage: str, errors: list[Issue]) -> Scored:
 
 
 class Pipeline:
-    def __init__(
-        self,
-        settings: Settings,
-        classifier: Classifier,
-        catalogue: Catalogue,
-        validator: Validator,
-        baseline: Baseline | None = None,
-    ):
+    def __init__(self, settings: Settings, catalogue: Catalogue, validator: Validator):
         self.settings = settings
-        self.classifier = classifier
-        self.baseline = baseline
         self.catalogue = catalogue
         self.item_serde = AvroSerde(catalogue, TOPICS[RAW].subject, TOPICS[RAW].schema)
         self.classified_serde = AvroSerde(catalogue, TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
         self.rejected_serde = AvroSerde(catalogue, TOPICS[REJECTED].subject, TOPICS[REJECTED].schema)
         self.validator = validator
 
-    def process(self, messages: Sequence[RawMessage], lookup: Lookup) -> BatchResult:
+    def process(self, messages: Sequence[RawMessage], models: Models, lookup: Lookup) -> BatchResult:
         """Both phases in this process."""
-        return self.finish(messages, self.score(messages), lookup)
+        return self.finish(messages, self.score(messages, models), lookup)
 
-    def score(self, messages: Sequence[RawMessage]) -> list[Scored]:
+    def score(self, messages: Sequence[RawMessage], models: Models) -> list[Scored]:
         """One :class:`Scored` per message, in order."""
         scored: list[Scored | None] = []
         accepted: list[tuple[int, dict[str, Any], list[Issue]]] = []
@@ -86,61 +101,69 @@ class Pipeline:
             except DecodeError as exc:
                 scored.append(_refused(None, "decode", [Issue("", exc.code, exc.message)]))
                 continue
-            checked = self.validator.validate(item, key=_key_or_none(message.key))
+            checked = self.validator.validate(item, key=key_or_none(message.key))
             if checked.errors:
                 scored.append(_refused(item.get("id"), "validate", checked.errors))
                 continue
             accepted.append((len(scored), checked.item, checked.warnings))
             scored.append(None)
         if accepted:
-            for index, one in self._classify(messages, accepted):
+            for index, one in self._classify(messages, accepted, models):
                 scored[index] = one
         return scored  # type: ignore[return-value]
 
     def _classify(
-        self, messages: Sequence[RawMessage], accepted: list[tuple[int, dict[str, Any], list[Issue]]]
+        self,
+        messages: Sequence[RawMessage],
+        accepted: list[tuple[int, dict[str, Any], list[Issue]]],
+        models: Models,
     ) -> list[tuple[int, Scored]]:
         try:
-            predictions, digests = self._predict([item for _, item, _ in accepted])
+            predictions = self._predict([item for _, item, _ in accepted], models)
         except Exception:
             # A batch failure must not cost the good items: score one by one to find the culprit.
             log.exception("classifying a batch of %d failed; retrying item by item", len(accepted))
             done = []
             for index, item, warnings in accepted:
                 try:
-                    predictions, digests = self._predict([item])
+                    one = self._predict([item], models)
                 except Exception as exc:
                     issue = Issue("", "classify_failed", f"{type(exc).__name__}: {exc}")
                     done.append((index, _refused(item["id"], "classify", [issue])))
                 else:
-                    done.append(
-                        (index, self._encode(messages[index], item, warnings, predictions[0], digests[0]))
-                    )
+                    done.append((index, self._encode(messages[index], item, warnings, models, *one[0])))
             return done
         return [
-            (index, self._encode(messages[index], item, warnings, prediction, digest))
-            for (index, item, warnings), prediction, digest in zip(
-                accepted, predictions, digests, strict=True
-            )
+            (index, self._encode(messages[index], item, warnings, models, *predicted))
+            for (index, item, warnings), predicted in zip(accepted, predictions, strict=True)
         ]
 
-    def _predict(self, items: list[dict[str, Any]]) -> tuple[list[Prediction], list[str]]:
-        featurizer = self.classifier.featurizer
+    def _predict(
+        self, items: list[dict[str, Any]], models: Models
+    ) -> list[tuple[Prediction, str, Prediction | None]]:
+        """Per item: the champion's prediction, the feature digest and the challenger's prediction."""
+        champion, challenger = models.champion, models.challenger
+        featurizer = champion.featurizer
         features = featurizer.transform(items)
         top_k, explain = self.settings.top_k, self.settings.explain_tokens
-        predictions = self.classifier.predict_features(features, items, top_k, explain)
-        return predictions, featurizer.row_digests(features)
+        predictions = champion.predict_features(features, items, top_k, explain)
+        shadows: list[Prediction | None] = [None] * len(items)
+        if challenger is not None:
+            same = challenger.featurizer.version == featurizer.version
+            shadow_features = features if same else challenger.featurizer.transform(items)
+            shadows = list(challenger.predict_features(shadow_features, items, top_k, explain=0))
+        return list(zip(predictions, featurizer.row_digests(features), shadows, strict=True))
 
-    def _encode(
+    def _record(
         self,
         message: RawMessage,
         item: dict[str, Any],
         warnings: list[Issue],
         prediction: Prediction,
-        digest: str,
-    ) -> Scored:
-        classified_at = now_ms()
-        record = {
+        classifier: Classifier,
+        classified_at: int,
+    ) -> dict[str, Any]:
+        return {
             "id": item["id"],
             "item": item,
             "label": prediction.label,
@@ -148,30 +171,52 @@ class Pipeline:
             "probabilities": prediction.probabilities,
             "top_k": [{"label": label, "probability": p} for label, p in prediction.top_k],
             "explanation": [{"token": token, "weight": weight} for token, weight in prediction.explanation],
-            "model_version": self.classifier.version,
-            "featurizer_version": self.classifier.featurizer_version,
+            "model_version": classifier.version,
+            "featurizer_version": classifier.featurizer_version,
             "warnings": [issue.as_dict() for issue in warnings],
             "source": message.source(),
             "classified_at": classified_at,
         }
+
+    def _encode(
+        self,
+        message: RawMessage,
+        item: dict[str, Any],
+        warnings: list[Issue],
+        models: Models,
+        prediction: Prediction,
+        digest: str,
+        shadow: Prediction | None,
+    ) -> Scored:
+        classified_at = now_ms()
+        champion = models.champion
+        record = self._record(message, item, warnings, prediction, champion, classified_at)
         hashed = content_hash(item)
         state = {
             "content_hash": hashed,
             "source": message.position,
             "feature_digest": digest,
-            "featurizer_version": self.classifier.featurizer_version,
-            "model_version": self.classifier.version,
+            "featurizer_version": champion.featurizer_version,
+            "model_version": champion.version,
             "label": prediction.label,
             "confidence": round(prediction.confidence, 6),
             "classified_at": classified_at,
         }
-        baseline = self.baseline
+        shadow_value = b""
+        if shadow is not None and models.challenger is not None:
+            state["shadow"] = {"version": models.challenger.version, "label": shadow.label}
+            shadow_record = self._record(message, item, warnings, shadow, models.challenger, classified_at)
+            shadow_value = self.classified_serde.encode(shadow_record, validate=False)
+        baseline = models.baseline
         return Scored(
             item["id"],
             content_hash=hashed,
             value=self.classified_serde.encode(record, validate=False),
             state=json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
             drift=() if baseline is None else baseline.bins(item, prediction.label, prediction.confidence),
+            label=prediction.label,
+            shadow_value=shadow_value,
+            shadow_label="" if shadow is None else shadow.label,
         )
 
     def finish(self, messages: Sequence[RawMessage], scored: Sequence[Scored], lookup: Lookup) -> BatchResult:
@@ -202,9 +247,14 @@ class Pipeline:
                 self._reject(result, message, "validate", [issue], item_id, outcome="duplicate")
                 continue
             pending[where] = (one.content_hash, position)
-            outputs.append(OutRecord(CLASSIFIED, item_id.encode("utf-8"), one.value, message.timestamp_ms))
+            key = item_id.encode("utf-8")
+            outputs.append(OutRecord(CLASSIFIED, key, one.value, message.timestamp_ms))
             result.table_updates.append(TableUpdate(message.partition, item_id, one.state))
             redelivered = seen is not None and seen[1] == position
+            if one.shadow_value:
+                outputs.append(OutRecord(SHADOW, key, one.shadow_value, message.timestamp_ms))
+                if not redelivered:
+                    result.shadow.append(ShadowObservation(message.partition, one.shadow_label == one.label))
             if one.drift and not redelivered:  # a re-delivery was counted the first time
                 event_time = message.timestamp_ms if message.timestamp_ms is not None else now_ms()
                 result.drift.append(DriftObservation(message.partition, event_time, one.drift))
@@ -228,7 +278,7 @@ class Pipeline:
             result.counts.append((message.topic, outcome, issue.code))
 
 
-def _key_or_none(key: bytes | None) -> str | None:
+def key_or_none(key: bytes | None) -> str | None:
     if key is None:
         return None
     text = key_text(key)

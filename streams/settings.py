@@ -50,6 +50,14 @@ class Settings:
     data_dir: Path = field(
         default=Path(".nomenclature"), metadata={"doc": "All local state: RocksDB tables, models, registry."}
     )
+    models_path: Path | None = field(
+        default=None,
+        metadata={
+            "env": "NOMENCLATURE_MODELS_DIR",
+            "doc": "Model registry, artifacts and the corrections log, shared by every worker of the app; "
+            "unset = <NOMENCLATURE_DATA_DIR>/models.",
+        },
+    )
     app_id: str = field(default="nomenclature", metadata={"doc": "Faust app id (= consumer group id)."})
     broker_port: int = field(default=19092, metadata={"doc": "Port of the embedded broker."})
     broker_flavor: str = field(
@@ -129,6 +137,63 @@ class Settings:
         default=2.0, metadata={"doc": "Drift: how often workers send their window counts to be merged."}
     )
 
+    reference_dataset: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "Retraining: the reference dataset directory (`nomenclature dataset build`); "
+            "unset = the bundled dataset, built under <NOMENCLATURE_DATA_DIR>/datasets."
+        },
+    )
+    retrain_min_corrections: int = field(
+        default=100, metadata={"doc": "Retraining: new corrections that start a cycle (0 = never on count)."}
+    )
+    retrain_interval_seconds: int = field(
+        default=86400,
+        metadata={"doc": "Retraining: a cycle at least this often when there are new corrections (0 = off)."},
+    )
+    retrain_on_drift: bool = field(
+        default=True,
+        metadata={"doc": "Retraining: a firing drift alert starts a cycle when there are new corrections."},
+    )
+    auto_promote: bool = field(
+        default=True,
+        metadata={"doc": "Promote a challenger automatically when the gate holds and shadow evaluation is "
+                 "significant."},
+    )
+    gate_delta_points: float = field(
+        default=0.5,
+        metadata={"doc": "Gate: the most macro-F1 points a challenger may lose on the reference holdout."},
+    )
+    retrain_reference_rows: int = field(
+        default=20000,
+        metadata={"doc": "Retraining: the least reference rows (a class-balanced sample) to train on."},
+    )
+    retrain_reference_share: float = field(
+        default=0.1, metadata={"doc": "Retraining: the least share of reference rows in the training rows."}
+    )
+    retrain_holdback: float = field(
+        default=0.2, metadata={"doc": "Retraining: share of new corrections held back for the gate."}
+    )
+    retrain_max_epochs: int = field(default=10, metadata={"doc": "Retraining: most warm-start epochs."})
+    shadow_min_items: int = field(
+        default=200,
+        metadata={"doc": "Shadow: items scored by both models before an automatic promotion is considered."},
+    )
+    shadow_alpha: float = field(
+        default=0.05,
+        metadata={
+            "doc": "Shadow: promotion needs the exact McNemar test on corrected shadowed items to give "
+            "p below this, in the challenger's favour."
+        },
+    )
+    shadow_max_seconds: int = field(
+        default=86400,
+        metadata={
+            "doc": "Shadow: automatic retraining triggers wait at most this long while a challenger is "
+            "in shadow."
+        },
+    )
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         values: dict[str, object] = {}
@@ -180,7 +245,11 @@ class Settings:
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.models_path or self.data_dir / "models"
+
+    @property
+    def corrections_dir(self) -> Path:
+        return self.models_dir / "corrections"
 
     @property
     def tables_dir(self) -> Path:

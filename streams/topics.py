@@ -6,7 +6,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import CLASSIFIED_SCHEMA, DRIFT_ALERT_SCHEMA, DRIFT_COUNTS_SCHEMA, ITEM_SCHEMA, REJECTED_SCHEMA
+from schemas import (
+    CLASSIFIED_SCHEMA,
+    CORRECTION_SCHEMA,
+    DRIFT_ALERT_SCHEMA,
+    DRIFT_COUNTS_SCHEMA,
+    ITEM_SCHEMA,
+    LIFECYCLE_SCHEMA,
+    MODEL_EVENT_SCHEMA,
+    REJECTED_SCHEMA,
+)
 
 RAW = "nomenclature.raw"
 # Sources may publish to their own topic nomenclature.raw.<source>; the worker subscribes by pattern.
@@ -14,9 +23,15 @@ RAW_PATTERN = r"^nomenclature\.raw(\.[A-Za-z0-9_-]+)?$"
 CLASSIFIED = "nomenclature.classified"
 REJECTED = "nomenclature.rejected"
 DRIFT = "nomenclature.drift"
+CORRECTIONS = "nomenclature.corrections"
+SHADOW = "nomenclature.shadow"
+# The model lifecycle's control topic: one partition, so that every worker reads every event in order.
+MODELS = "nomenclature.models"
 # Internal to one app (consumer group), like Faust's changelogs: <app id>-drift-counts. Two deployments on
 # one cluster must not merge each other's counts.
 DRIFT_COUNTS_SUFFIX = "-drift-counts"
+# Internal too: retraining requests and shadow counts for the app's retraining coordinator.
+LIFECYCLE_SUFFIX = "-lifecycle"
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(CLASSIFIED, CLASSIFIED_SCHEMA, "output: ClassifiedItem keyed by item id"),
         TopicSpec(REJECTED, REJECTED_SCHEMA, "dead letters: RejectedRecord keyed by the original key"),
         TopicSpec(DRIFT, DRIFT_ALERT_SCHEMA, "alerts: DriftAlert keyed by feature:metric:view:window_start"),
+        TopicSpec(CORRECTIONS, CORRECTION_SCHEMA, "input: Correction keyed by item id"),
+        TopicSpec(SHADOW, CLASSIFIED_SCHEMA, "output: the challenger's ClassifiedItem keyed by item id"),
+        TopicSpec(MODELS, MODEL_EVENT_SCHEMA, "control: ModelEvent keyed by registry_id/alias", 1),
     )
 }
 
@@ -50,6 +68,18 @@ def drift_counts_spec(app_id: str) -> TopicSpec:
     (`streams.drift_monitor`)."""
     name = f"{app_id}{DRIFT_COUNTS_SUFFIX}"
     return TopicSpec(name, DRIFT_COUNTS_SCHEMA, "internal: DriftCounts keyed by source partition", 1)
+
+
+def lifecycle_spec(app_id: str) -> TopicSpec:
+    """The app's lifecycle topic: one partition, read by the worker that runs the retraining coordinator
+    (`streams.lifecycle`)."""
+    name = f"{app_id}{LIFECYCLE_SUFFIX}"
+    return TopicSpec(name, LIFECYCLE_SCHEMA, "internal: LifecycleMessage keyed by kind", 1)
+
+
+def app_topics(app_id: str) -> list[TopicSpec]:
+    """The internal topics of one app."""
+    return [drift_counts_spec(app_id), lifecycle_spec(app_id)]
 
 
 def is_raw_topic(name: str) -> bool:
@@ -64,6 +94,8 @@ def spec_for(topic: str) -> TopicSpec:
         return TopicSpec(topic, ITEM_SCHEMA, TOPICS[RAW].role)
     if topic.endswith(DRIFT_COUNTS_SUFFIX):
         return drift_counts_spec(topic[: -len(DRIFT_COUNTS_SUFFIX)])
+    if topic.endswith(LIFECYCLE_SUFFIX):
+        return lifecycle_spec(topic[: -len(LIFECYCLE_SUFFIX)])
     raise KeyError(f"{topic!r} is not a topic of this service (declared: {', '.join(TOPICS)})")
 
 
@@ -83,7 +115,7 @@ async def raw_topics(bootstrap: str) -> list[str]:
 async def ensure_topics(
     bootstrap: str, partitions: int, replication_factor: int, app_id: str | None = None
 ) -> list[str]:
-    """Create the declared topics (and, given an app id, its drift-counts topic) that do not exist yet;
+    """Create the declared topics (and, given an app id, its internal topics) that do not exist yet;
     return the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -92,7 +124,7 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        specs = [*TOPICS.values(), *([drift_counts_spec(app_id)] if app_id else [])]
+        specs = [*TOPICS.values(), *(app_topics(app_id) if app_id else [])]
         missing = [spec for spec in specs if spec.name not in existing]
         if missing:
             try:

@@ -1,4 +1,5 @@
-"""Web views on the Faust web server: ``GET /health``, ``GET /stats`` and ``GET /drift``."""
+"""Web views on the Faust web server: ``GET /health``, ``GET /stats`` and ``GET /drift`` (the model
+lifecycle's are in `streams.model_views`)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def register(app: faust.App, settings: Settings, runner: Runner, drift: MonitorH
     class Health(View):
         async def get(self, request: Request) -> Response:
             reachable, detail = await _broker_reachable(runner)
-            classifier = runner.pipeline.classifier
+            models = runner.models
+            classifier = models.champion
             unsubscribed = sorted(runner.unsubscribed_sources)
             body: dict[str, Any] = {
                 "status": "ok" if reachable and not unsubscribed else "degraded",
@@ -69,6 +71,7 @@ def register(app: faust.App, settings: Settings, runner: Runner, drift: MonitorH
                     "loaded": True,
                     "version": classifier.version,
                     "featurizer_version": classifier.featurizer_version,
+                    "challenger": None if models.challenger is None else models.challenger.version,
                 },
                 "assignment": [f"{tp.topic}:{tp.partition}" for tp in _assignment(app)],
                 # raw topics created after start: consumed once the worker restarts
@@ -84,7 +87,7 @@ def register(app: faust.App, settings: Settings, runner: Runner, drift: MonitorH
             body = {
                 "tables": {
                     table.table.name: {"keys": table.key_count(), "changelog": table.changelog_topic}
-                    for table in (runner.items, runner.drift.table, drift.table)
+                    for table in (runner.items, runner.drift.table, drift.table, runner.shadow.table)
                 },
                 "topics": stats.topics(),
                 "lag": await lag(app, settings, runner),

@@ -72,6 +72,14 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def reference_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled dataset (train + validation splits), built once per session: retraining's reference."""
+    from models.training import bundled_dataset
+
+    return bundled_dataset(tmp_path_factory.mktemp("datasets"))
+
+
 @pytest.fixture
 def models_dir(trained_models: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "models-src"

@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.broker_quirks import fetched_end_offsets
-from streams.emit import BatchProducer, _partition_for
+from streams.emit import BatchProducer, partition_for
 from streams.messages import OutRecord
 from tests.support import Broker
 
@@ -23,7 +23,7 @@ def test_keyed_records_go_where_the_default_partitioner_sends_them() -> None:
         partitions = list(range(n_partitions))
         for _ in range(500):
             key = rng.randbytes(rng.randint(1, 40))
-            assert _partition_for(key, partitions) == partitioner(key, partitions, partitions)
+            assert partition_for(key, partitions) == partitioner(key, partitions, partitions)
 
 
 async def _create(bootstrap: str, topic: str, partitions: int) -> None:
@@ -75,7 +75,7 @@ def test_send_all_delivers_every_record_in_order_and_reports_last_offsets(broker
 
     expected: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
     for record in records:
-        expected[_partition_for(record.key, list(range(partitions)))].append((record.key, record.value))
+        expected[partition_for(record.key, list(range(partitions)))].append((record.key, record.value))
     expected[2].extend((r.key, r.value) for r in explicit)
     assert found == expected  # nothing lost, nothing duplicated, order kept per partition
     assert len([d for d in delivered if d.partition == 0]) > 1  # it really split into several batches

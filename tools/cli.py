@@ -39,13 +39,21 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 def ensure_model(settings: Settings, data: Path | None = None) -> str:
     """The champion's version, training one if the registry has none: on the bundled dataset (built under
-    the data dir if absent), or on the labelled CSV `data`."""
+    the data dir if absent), or on the labelled CSV `data`. Workers sharing a models directory that start
+    together train once: the others wait on the lock and find the champion."""
+    from models.feature_store import locked
     from models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.models_dir)
-    champion = registry.champion()
-    if champion is not None:
-        return champion.version
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    with locked(settings.models_dir / "first-model"):
+        champion = registry.champion()
+        if champion is not None:
+            return champion.version
+        return _train_first(settings, data)
+
+
+def _train_first(settings: Settings, data: Path | None) -> str:
     return cmd_train(
         argparse.Namespace(
             data=data,
@@ -138,7 +146,10 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     import faust
 
+    from models.registry import ModelRegistry
+    from schemas import catalogue_from_url
     from streams.app import create_app
+    from streams.model_events import read_state
     from streams.topics import ensure_topics, raw_topics
     from tools.broker import EmbeddedBroker, port_is_free
 
@@ -154,7 +165,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
                 settings.bootstrap_servers, settings.partitions, settings.replication_factor, settings.app_id
             )
         )
-        app = create_app(settings, run_sync(raw_topics(settings.bootstrap_servers)))
+        registry = ModelRegistry(settings.models_dir)
+        catalogue = catalogue_from_url(settings.schema_registry_url)
+        state = run_sync(read_state(settings.bootstrap_servers, catalogue, registry.registry_id()))
+        app = create_app(settings, run_sync(raw_topics(settings.bootstrap_servers)), state)
         worker = faust.Worker(app, loglevel=settings.log_level)
         worker.execute_from_commandline()
     finally:
@@ -175,6 +189,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> None:
     from models.registry import ModelRegistry
+    from tools import lifecycle_commands
     from tools import model_commands as commands
 
     registry = ModelRegistry(settings.models_dir)
@@ -183,10 +198,20 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> None:
             text = commands.list_models(registry, args.json)
         elif args.models_command == "show":
             text = commands.show_model(registry, args.version, args.json, top=args.top)
-        elif args.models_command == "promote":
-            text = commands.promote(registry, args.version, alias=args.alias)
+        elif args.models_command in ("promote", "rollback"):
+            before = registry.aliases()
+            if args.models_command == "promote":
+                text = commands.promote(registry, args.version, alias=args.alias)
+            else:
+                text = commands.rollback(registry)
+            print(text)
+            rolled_back = args.models_command == "rollback"
+            text = lifecycle_commands.announce_change(settings, registry, before, rolled_back=rolled_back)
+            if text:
+                print(text, file=sys.stderr)
+            return
         else:
-            text = commands.rollback(registry)
+            text = lifecycle_commands.announce_change(settings, registry, {}, force=True)
     print(text)
 
 
@@ -222,14 +247,36 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
-    from connectors.files import read_items
+    from connectors.files import read_items, read_rows
     from connectors.kafka_io import produce_items
     from schemas import catalogue_from_url
+    from streams.corrections import correction_value
+    from streams.topics import CORRECTIONS
 
     catalogue = catalogue_from_url(settings.schema_registry_url)
-    items = read_items(Path(args.input))
-    sent = run_sync(produce_items(settings.bootstrap_servers, args.topic, items, catalogue, rate=args.rate))
-    print(f"{sent} items sent to {args.topic}", file=sys.stderr)
+    path = Path(args.input)
+    if args.topic == CORRECTIONS:
+        records = (correction_value(row) for row in read_rows(path))
+    else:
+        records = read_items(path)
+    sent = run_sync(produce_items(settings.bootstrap_servers, args.topic, records, catalogue, rate=args.rate))
+    print(f"{sent} records sent to {args.topic}", file=sys.stderr)
+
+
+def cmd_correct(args: argparse.Namespace, settings: Settings) -> None:
+    from tools import lifecycle_commands
+    from tools.model_commands import operator_errors
+
+    with operator_errors():
+        print(lifecycle_commands.correct(settings, args))
+
+
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> None:
+    from tools import lifecycle_commands
+    from tools.model_commands import operator_errors
+
+    with operator_errors():
+        print(lifecycle_commands.request_retrain(settings, args.reason, args.user))
 
 
 def cmd_consume(args: argparse.Namespace, settings: Settings) -> None:
@@ -337,6 +384,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", help="model version or alias")
     p.add_argument("--as", dest="alias", choices=("champion", "challenger"), default="champion")
     models.add_parser("rollback", help="make the previous champion the champion again")
+    models.add_parser("announce", help="tell the workers (nomenclature.models) the registry's aliases")
+
+    p = sub.add_parser("correct", help="publish a correction of an item's label to nomenclature.corrections")
+    p.add_argument("--id", required=True, help="the item id")
+    p.add_argument("--label", required=True, choices=("product", "service"), help="the correct label")
+    p.add_argument("--name", help="the item's name (default: looked up in nomenclature.classified)")
+    p.add_argument("--full-name", help="the item's full name (default: the name's, or the looked-up one)")
+    p.add_argument(
+        "--field", action="append", default=[], metavar="NAME=VALUE", help="a corrected field (repeat it)"
+    )
+    p.add_argument("--user", help="who corrects (default: $USER)")
+    p.add_argument("--comment")
+    p.set_defaults(func=cmd_correct)
+
+    p = sub.add_parser("retrain", help="ask the retraining coordinator for a cycle now")
+    p.add_argument("--reason", default="requested with `nomenclature retrain`")
+    p.add_argument("--user", help="who asks (default: $USER)")
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("drift", help="drift monitoring: rebuild a baseline, show a worker's drift status")
     p.set_defaults(func=cmd_drift)

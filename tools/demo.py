@@ -62,7 +62,8 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
             reasons = "; ".join(f"{e['code']}: {e['message']}" for e in value["errors"])
             print(f"  {value['item_id']} ({value['stage']}) {reasons}")
         print(
-            f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}/health, /stats and /drift",
+            f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}"
+            "/health, /stats, /drift and /models",
             flush=True,
         )
         if keep_running:
