@@ -10,6 +10,7 @@ is persisted in the partition's RocksDB so that recovery resumes from it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -60,6 +61,14 @@ def assigned_actives(app: faust.App) -> frozenset[TP]:
 def settling(app: faust.App) -> bool:
     """A rebalance or a table recovery is in progress: one-partition state may be about to move."""
     return bool(getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+
+
+async def wait_settled(app: faust.App, seconds: float = 60.0) -> None:
+    """Hold on while a rebalance or recovery is in progress (at most `seconds`)."""
+    for _ in range(int(seconds * 10)):
+        if not settling(app):
+            return
+        await asyncio.sleep(0.1)
 
 
 class BatchedTable:

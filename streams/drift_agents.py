@@ -19,7 +19,14 @@ from faust.types import TP
 
 from models.registry import ModelRegistry
 from schemas import AvroSerde, Catalogue, DecodeError, now_ms, to_millis
-from streams.batched_table import DRIFT_MONITOR, BatchedTable, assigned_actives, declare, settling
+from streams.batched_table import (
+    DRIFT_MONITOR,
+    BatchedTable,
+    assigned_actives,
+    declare,
+    settling,
+    wait_settled,
+)
 from streams.drift_monitor import DriftMonitor
 from streams.messages import OutRecord, TableUpdate
 from streams.partition_watchdog import fetched_highwater, processed_position
@@ -79,10 +86,7 @@ class MonitorHost:
         report["stream_time"] = to_millis(report["stream_time"])
         for window in report["windows"]:
             window["start"] = to_millis(window["start"])
-        for _ in range(600):  # a rebalance or recovery in progress: hold the report until it is over
-            if not settling(self.app):
-                break
-            await asyncio.sleep(0.1)
+        await wait_settled(self.app)  # a rebalance or recovery in progress: hold the report until it is over
         async with self.lock:
             monitor = self.current()
             if monitor is None:  # the partition went to another worker, which reads this report again

@@ -29,11 +29,11 @@ from models.registry import ModelRegistry
 from schemas import AvroSerde, Catalogue, DecodeError, now_ms, to_millis
 from streams import model_events
 from streams.batched_table import CORRECTIONS as CORRECTIONS_TABLE
-from streams.batched_table import LIFECYCLE, BatchedTable, assigned_actives, declare, settling
+from streams.batched_table import LIFECYCLE, BatchedTable, assigned_actives, declare, settling, wait_settled
 from streams.corrections import CorrectionBatch, CorrectionProcessor
 from streams.lifecycle import Coordinator, run_cycle
 from streams.messages import OutRecord, RawMessage, TableUpdate
-from streams.scoring import _exit_with_parent
+from streams.scoring import watch_parent
 from streams.settings import Settings
 from streams.topics import CORRECTIONS, DRIFT, TOPICS, is_raw_topic, lifecycle_spec
 from streams.validation import Issue
@@ -44,12 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 LIFECYCLE_PARTITION = 0
 TICK_SECONDS = 2.0
-
-
-def _training_process_init(parent: int) -> None:
-    import threading
-
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 class LifecycleHost:
@@ -93,10 +87,7 @@ class LifecycleHost:
             log.warning("lifecycle record not decodable, skipped: %s", exc)
             return
         message["at"] = to_millis(message["at"])
-        for _ in range(600):  # a rebalance or recovery in progress: hold the message until it is over
-            if not settling(self.app):
-                break
-            await asyncio.sleep(0.1)
+        await wait_settled(self.app)  # a rebalance or recovery in progress: hold it until it is over
         async with self.lock:
             coordinator = self.current()
             if coordinator is None:  # the partition went to another worker, which reads this record again
@@ -122,7 +113,7 @@ class LifecycleHost:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 max_tasks_per_child=1,
-                initializer=_training_process_init,
+                initializer=watch_parent,
                 initargs=(os.getpid(),),
             )
         loop = asyncio.get_running_loop()

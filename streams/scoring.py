@@ -100,9 +100,14 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
+def watch_parent(parent: int) -> None:
+    """In a pool process: end it once `parent` is gone (a thread watching, see `_exit_with_parent`)."""
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
 def _init(settings: Settings, spec: ModelSpec) -> None:
     global _pipeline, _cache
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    watch_parent(os.getppid())
     limit_native_threads()
     _cache = ModelCache(ModelRegistry(settings.models_dir))
     _cache.models(spec)  # sha256-checked again here
