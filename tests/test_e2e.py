@@ -257,10 +257,11 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
 
     worker = new_worker(broker, tmp_path, models_dir).start()
     worker.wait_ready()
+    # this test's own outputs: /stats counts every raw item the new group reads, other tests' included
     deadline = time.monotonic() + 120
-    while worker.get("/stats")["topics"].get(RAW, {}).get("classified", 0) < 3000:
+    while len(read_outputs(broker.bootstrap, p)[0]) < 3000:
         assert time.monotonic() < deadline, worker.log_tail()
-        time.sleep(0.2)
+        time.sleep(0.5)
     scoring_processes = worker.children()
     assert scoring_processes, "the worker scores in a separate process by default"
     worker.kill9()
@@ -291,7 +292,6 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
             assert stable == first[record["id"]]
         else:
             first[record["id"]] = stable
-    assert len(ids) > len(first) or done_before >= 3000
 
 
 def test_a_raw_topic_created_after_start_is_reported_then_consumed_after_restart(
