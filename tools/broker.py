@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,14 @@ import time
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
+
+
+def forget_local_tables(tables_dir: Path) -> None:
+    """Remove a worker's RocksDB tables before it runs against a broker just started here: the embedded
+    broker keeps topics in memory, so the changelogs those tables were recovered from are gone, and Faust
+    refuses tables whose persisted offsets are beyond their changelog's end (ConsistencyError)."""
+    if tables_dir.is_dir():
+        shutil.rmtree(tables_dir)
 
 
 def tansu_binary() -> str:

@@ -151,11 +151,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from streams.app import create_app
     from streams.model_events import read_state
     from streams.topics import ensure_topics, raw_topics
-    from tools.broker import EmbeddedBroker, port_is_free
+    from tools.broker import EmbeddedBroker, forget_local_tables, port_is_free
 
     broker = None
     if settings.embedded_broker and port_is_free(settings.broker_port):
         broker = EmbeddedBroker(settings.broker_port).start()
+        forget_local_tables(settings.tables_dir)
         print(f"started the embedded broker on {broker.bootstrap}", flush=True)
     try:
         if args.train_if_missing:

@@ -16,7 +16,7 @@ from connectors.kafka_io import produce_items, read_topic
 from schemas import Catalogue, catalogue_from_url
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, REJECTED
-from tools.broker import EmbeddedBroker
+from tools.broker import EmbeddedBroker, forget_local_tables
 from tools.cli import ensure_model, run_sync
 
 
@@ -34,6 +34,7 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
     broker = None
     if settings.embedded_broker:
         broker = EmbeddedBroker(settings.broker_port).start()
+        forget_local_tables(settings.tables_dir)
         print(f"[demo] embedded broker (Tansu) on {broker.bootstrap}", flush=True)
         settings = dataclasses.replace(
             settings, kafka_bootstrap_servers=broker.bootstrap, broker_flavor="tansu"
