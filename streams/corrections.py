@@ -2,8 +2,9 @@
 
 A correction (`schemas/correction.avsc`) carries the item's id, name, full_name, optional corrected fields
 and the correct label, so that it stands on its own as a training row. It is validated as a raw item is
-(the same `Validator`, plus: the label is required, `user` and `comment` have limits, `corrected_at` may
-not lie in the future); a refused one goes to ``nomenclature.rejected`` with stage ``correction``.
+(the same `Validator`, plus: the label is required (``required``), `user` and `comment` have limits
+(``too_long``: 200 and 2000 characters), `corrected_at` may not lie more than a day in the future
+(``corrected_at_future``)); a refused one goes to ``nomenclature.rejected`` with stage ``correction``.
 
 Accepted corrections are appended to the corrections log (`models.corrections_log`, parquet in the shared
 models directory: what retraining reads) and the latest one per item — by ``corrected_at``, then offset —
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas import AvroSerde, Catalogue, DecodeError, now_ms, to_millis
+from schemas import CORRECTION_SCHEMA, AvroSerde, Catalogue, DecodeError, now_ms, to_millis
 from streams.dead_letters import rejected_record
 from streams.messages import OutRecord, RawMessage, TableUpdate
 from streams.pipeline import key_or_none
@@ -31,13 +32,9 @@ from streams.validation import Issue, Validator
 MAX_USER_LENGTH = 200
 MAX_COMMENT_LENGTH = 2000
 FUTURE_TOLERANCE_MS = 24 * 3600 * 1000
-CORRECTED_FIELDS = ("kind", "unit", "type_hint", "okved_code", "hs_code", "country", "region", "source")
-CORRECTION_CODES = {
-    "required": "label: a correction must give the correct label",
-    "too_long": "user over 200 or comment over 2000 characters",
-    "corrected_at_future": "corrected_at more than 1 day ahead of the worker's clock",
-}
-"""Codes of the checks a correction gets beyond the item's own (`streams.validation.ERROR_CODES`)."""
+# The Correction schema's CorrectedFields record, so that the field list is declared once (in the schema)
+_CORRECTED = next(f for f in CORRECTION_SCHEMA["fields"] if f["name"] == "corrected_fields")
+CORRECTED_FIELDS = tuple(f["name"] for f in _CORRECTED["type"][1]["fields"])
 
 # (partition, item id) -> stored table value
 Lookup = Callable[[int, str], dict[str, Any] | None]
