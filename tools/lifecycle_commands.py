@@ -48,8 +48,12 @@ def announce_change(
     events = []
     champion = after.get(CHAMPION)
     if champion is not None and (force or champion != before.get(CHAMPION)):
-        kind = model_events.ROLLED_BACK if rolled_back else model_events.PROMOTED
-        kind = model_events.ANNOUNCED if force else kind
+        if force:
+            kind, command = model_events.ANNOUNCED, "announce"
+        elif rolled_back:
+            kind, command = model_events.ROLLED_BACK, "rollback"
+        else:
+            kind, command = model_events.PROMOTED, "promote"
         events.append(
             model_events.new_event(
                 registry,
@@ -57,7 +61,7 @@ def announce_change(
                 champion,
                 by=by,
                 previous=before.get(CHAMPION),
-                reason=f"`nomenclature models {kind}`",
+                reason=f"`nomenclature models {command}`",
             )
         )
     challenger = after.get(CHALLENGER)
