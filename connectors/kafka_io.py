@@ -125,3 +125,40 @@ def _decoded(serde: AvroSerde, record: Any) -> dict[str, Any]:
     except DecodeError as exc:
         out["error"] = {"code": exc.code, "message": exc.message}
     return out
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> int | None:
+    """The partition count of ``topic``, None when it does not exist."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        # listed first: naming a missing topic in a metadata request makes Tansu create it
+        if topic not in await admin.list_topics():
+            return None
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry.get("topic") == topic and not entry.get("error_code") and entry.get("partitions"):
+            return len(entry["partitions"])
+    return None
+
+
+async def ensure_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int) -> bool:
+    """Create ``topic`` unless it exists; True when this call created it."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    if await topic_partitions(bootstrap, topic) is not None:
+        return False
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, replication_factor)])
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        await admin.close()
+    return True

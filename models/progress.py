@@ -30,6 +30,7 @@ class ProgressBar:
         stream: TextIO | None = None,
         enabled: bool = True,
         width: int = 24,
+        unit: str = "rows",
         tty_interval: float = 0.2,
         log_interval: float = 10.0,
     ) -> None:
@@ -38,6 +39,7 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.width = width
+        self.unit = unit
         self.done = 0
         self.started = time.perf_counter()
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -59,8 +61,8 @@ class ProgressBar:
         bar = "#" * filled + "." * (self.width - filled)
         eta = self.eta_seconds()
         return (
-            f"{self.label} [{bar}] {self.done:,}/{self.total:,} rows {fraction:4.0%}  "
-            f"{self.rate:,.0f} rows/s  elapsed {format_duration(time.perf_counter() - self.started)}  "
+            f"{self.label} [{bar}] {self.done:,}/{self.total:,} {self.unit} {fraction:4.0%}  "
+            f"{self.rate:,.0f} {self.unit}/s  elapsed {format_duration(time.perf_counter() - self.started)}  "
             f"ETA {format_duration(eta) if eta is not None else '?'}"
         )
 

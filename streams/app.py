@@ -26,7 +26,7 @@ from streams.scoring import ModelSpec, Scorer, build_pipeline, limit_native_thre
 from streams.settings import Settings
 from streams.shadow import ShadowCounter
 from streams.stats import Stats
-from streams.topics import CLASSIFIED, DRIFT, MODELS, REJECTED
+from streams.topics import CLASSIFIED, DRIFT, MODELS, REJECTED, REPLAY_HEADER
 from streams.topics import SHADOW as SHADOW_TOPIC
 from streams.topics import raw_topics as raw_topics_now
 
@@ -141,7 +141,17 @@ def raw_message(event: faust.EventT) -> RawMessage:
         timestamp_ms=None if timestamp is None else round(timestamp * 1000),
         key=event.key,
         value=event.value,
+        replayed=any(name == REPLAY_HEADER for name, _ in _headers(message.headers)),
     )
+
+
+def _headers(headers: object) -> list[tuple[str, object]]:
+    """Faust hands headers over as a list of pairs or as a mapping."""
+    if not headers:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)  # type: ignore[call-overload]
 
 
 def create_app(settings: Settings, raw_topics: list[str], model_state: ModelState) -> faust.App:

@@ -107,9 +107,7 @@ class BatchProducer:
         for (topic, partition), group in by_partition.items():
             builder = producer.create_batch()
             for record in group:
-                while (
-                    builder.append(key=record.key, value=record.value, timestamp=record.timestamp_ms) is None
-                ):
+                while not self._append(builder, record):
                     if builder.record_count() == 0:
                         raise ValueError(f"a record of {len(record.value or b'')} bytes does not fit a batch")
                     pending.append(await self._submit(builder, topic, partition))
@@ -121,6 +119,14 @@ class BatchProducer:
             meta = await future
             delivered.append(Delivered(topic, partition, meta.offset + count - 1))
         return delivered
+
+    @staticmethod
+    def _append(builder: Any, record: OutRecord) -> bool:
+        headers = list(record.headers) if record.headers else []  # aiokafka takes a list only
+        metadata = builder.append(
+            key=record.key, value=record.value, timestamp=record.timestamp_ms, headers=headers
+        )
+        return metadata is not None
 
     async def _submit(self, builder: Any, topic: str, partition: int) -> tuple[str, int, asyncio.Future, int]:
         count = builder.record_count()

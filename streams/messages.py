@@ -15,6 +15,7 @@ class RawMessage(NamedTuple):
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
+    replayed: bool = False  # carries the replay header (`nomenclature replay`): reprocessed on purpose
 
     @property
     def position(self) -> str:
@@ -39,6 +40,7 @@ class OutRecord:
     value: bytes | None  # None: a tombstone
     timestamp_ms: int | None
     partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class TableUpdate(NamedTuple):

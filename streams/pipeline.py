@@ -15,7 +15,9 @@ and the item table records both labels, which the corrections agent later pairs 
 Duplicates: the item table remembers, per id, the content hash and the source position of the record
 that was classified. A record with the same id and the same content from a *different* position is a
 duplicate and is dead-lettered (code ``duplicate``); from the *same* position it is a re-delivery after a
-crash (at-least-once) and is classified again, yielding the same output key and value.
+crash (at-least-once) and is classified again, yielding the same output key and value. A record that
+carries the replay header (``nomenclature replay``) is history reprocessed on purpose: classified again,
+not a duplicate, and not counted again by drift and shadow evaluation.
 """
 
 from __future__ import annotations
@@ -238,7 +240,12 @@ class Pipeline:
                 if stored is not None:
                     seen = (stored["content_hash"], stored["source"])
             position = message.position
-            if seen is not None and seen[0] == one.content_hash and seen[1] != position:
+            if (
+                seen is not None
+                and seen[0] == one.content_hash
+                and seen[1] != position
+                and not message.replayed
+            ):
                 issue = Issue(
                     "id",
                     "duplicate",
@@ -250,12 +257,13 @@ class Pipeline:
             key = item_id.encode("utf-8")
             outputs.append(OutRecord(CLASSIFIED, key, one.value, message.timestamp_ms))
             result.table_updates.append(TableUpdate(message.partition, item_id, one.state))
-            redelivered = seen is not None and seen[1] == position
+            # a re-delivery, or a replay of history, was counted the first time
+            counted = not message.replayed and not (seen is not None and seen[1] == position)
             if one.shadow_value:
                 outputs.append(OutRecord(SHADOW, key, one.shadow_value, message.timestamp_ms))
-                if not redelivered:
+                if counted:
                     result.shadow.append(ShadowObservation(message.partition, one.shadow_label == one.label))
-            if one.drift and not redelivered:  # a re-delivery was counted the first time
+            if one.drift and counted:
                 event_time = message.timestamp_ms if message.timestamp_ms is not None else now_ms()
                 result.drift.append(DriftObservation(message.partition, event_time, one.drift))
             result.counts.append((message.topic, "classified", ""))

@@ -27,6 +27,10 @@ CORRECTIONS = "nomenclature.corrections"
 SHADOW = "nomenclature.shadow"
 # The model lifecycle's control topic: one partition, so that every worker reads every event in order.
 MODELS = "nomenclature.models"
+# Reclassification backfills may write to nomenclature.backfill.<name> (ClassifiedItem), beside the live one.
+BACKFILL_PREFIX = "nomenclature.backfill."
+# Header that `nomenclature replay` puts on records it re-publishes: JSON {"replay", "from", "timestamp"}.
+REPLAY_HEADER = "nomenclature-replay"
 # Internal to one app (consumer group), like Faust's changelogs: <app id>-drift-counts. Two deployments on
 # one cluster must not merge each other's counts.
 DRIFT_COUNTS_SUFFIX = "-drift-counts"
@@ -92,6 +96,8 @@ def spec_for(topic: str) -> TopicSpec:
         return TOPICS[topic]
     if is_raw_topic(topic):
         return TopicSpec(topic, ITEM_SCHEMA, TOPICS[RAW].role)
+    if topic.startswith(BACKFILL_PREFIX) and len(topic) > len(BACKFILL_PREFIX):
+        return TopicSpec(topic, CLASSIFIED_SCHEMA, "backfill output: ClassifiedItem keyed by item id")
     if topic.endswith(DRIFT_COUNTS_SUFFIX):
         return drift_counts_spec(topic[: -len(DRIFT_COUNTS_SUFFIX)])
     if topic.endswith(LIFECYCLE_SUFFIX):
