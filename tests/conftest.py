@@ -41,10 +41,7 @@ def broker() -> Iterator[Broker]:
         yield Broker(embedded.bootstrap, "tansu")
 
 
-@pytest.fixture
-def fresh_broker(broker: Broker) -> Iterator[Broker]:
-    """A broker of its own, for tests that must not see the records other tests left on the shared one
-    (a new consumer group reads every raw item from the start, and drift counts them all)."""
+def _own_broker(broker: Broker) -> Iterator[Broker]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.skip("needs a broker of its own; KAFKA_BOOTSTRAP_SERVERS names a shared one")
     if broker.flavor == "kafka":
@@ -57,6 +54,24 @@ def fresh_broker(broker: Broker) -> Iterator[Broker]:
 
     with EmbeddedBroker() as embedded:
         yield Broker(embedded.bootstrap, "tansu")
+
+
+@pytest.fixture
+def fresh_broker(broker: Broker) -> Iterator[Broker]:
+    """A broker of its own, for tests that must not see the records other tests left on the shared one
+    (a new consumer group reads every raw item from the start, and drift counts them all)."""
+    yield from _own_broker(broker)
+
+
+@pytest.fixture(scope="module")
+def module_broker(broker: Broker) -> Iterator[Broker]:
+    """A broker for one test module, for records that other tests' workers must not read (raw topics of
+    its own, corrections); the shared one when KAFKA_BOOTSTRAP_SERVERS names it (unique names keep the
+    module's records apart)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield broker
+        return
+    yield from _own_broker(broker)
 
 
 @pytest.fixture(scope="session")

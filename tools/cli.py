@@ -115,11 +115,52 @@ def _training_datasets(args: argparse.Namespace, settings: Settings) -> tuple[Pa
 
 
 def cmd_dataset_build(args: argparse.Namespace, settings: Settings) -> None:
-    from models.dataset import build_dataset, summary
+    if args.input:
+        _build_export_dataset(args)
+        return
+    from models.dataset import DEFAULT_SEED, build_dataset, summary
 
+    export_only = ("output", "csv", "mapping", "label_map", "encoding", "sheet")
+    for option in export_only:
+        if getattr(args, option):
+            raise SystemExit(
+                f"nomenclature: --{option.replace('_', '-')} goes with --input (a dataset from exports); "
+                "the bundled dataset is written as a directory with --out DIR"
+            )
     out = Path(args.out) if args.out else None
-    manifest = build_dataset(out, datasets_root=settings.data_dir / "datasets", seed=args.seed)
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    manifest = build_dataset(out, datasets_root=settings.data_dir / "datasets", seed=seed)
     print(json.dumps(summary(manifest), ensure_ascii=False, indent=2))
+
+
+def _build_export_dataset(args: argparse.Namespace) -> None:
+    from connectors.column_mapping import load_overrides
+    from connectors.files import SourceOptions
+    from connectors.labels import load_label_map
+    from models.export_dataset import build_export_dataset
+    from tools.model_commands import operator_errors
+
+    if args.out or args.seed is not None:
+        raise SystemExit(
+            "nomenclature: with --input the dataset is one parquet file: give --output FILE.parquet "
+            "(--out DIR and --seed are for the bundled dataset)"
+        )
+    if not args.output:
+        raise SystemExit("nomenclature: --input needs --output FILE.parquet")
+    with operator_errors():
+        options = SourceOptions(
+            encoding=args.encoding,
+            sheet=args.sheet,
+            overrides=load_overrides(Path(args.mapping)) if args.mapping else None,
+        )
+        summary = build_export_dataset(
+            [Path(p) for p in args.input],
+            Path(args.output),
+            csv_path=Path(args.csv) if args.csv else None,
+            options=options,
+            label_overrides=load_label_map(Path(args.label_map)) if args.label_map else None,
+        )
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
 
 
 def cmd_dataset_scale(args: argparse.Namespace, settings: Settings) -> None:
@@ -248,20 +289,30 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
-    from connectors.files import read_items, read_rows
-    from connectors.kafka_io import produce_items
-    from schemas import catalogue_from_url
-    from streams.corrections import correction_value
-    from streams.topics import CORRECTIONS
+    from aiokafka.errors import KafkaError
 
-    catalogue = catalogue_from_url(settings.schema_registry_url)
-    path = Path(args.input)
-    if args.topic == CORRECTIONS:
-        records = (correction_value(row) for row in read_rows(path))
-    else:
-        records = read_items(path)
-    sent = run_sync(produce_items(settings.bootstrap_servers, args.topic, records, catalogue, rate=args.rate))
-    print(f"{sent} records sent to {args.topic}", file=sys.stderr)
+    from schemas import catalogue_from_url
+    from tools.model_commands import operator_errors
+    from tools.produce_commands import produce_files, source_options
+
+    with operator_errors():
+        options = source_options(
+            args.topic, Path(args.mapping) if args.mapping else None, args.encoding, args.sheet
+        )
+        catalogue = catalogue_from_url(settings.schema_registry_url)
+        try:
+            report = produce_files(
+                settings.bootstrap_servers,
+                args.topic,
+                [Path(p) for p in args.input],
+                catalogue,
+                options,
+                rate=args.rate,
+                dry_run=args.dry_run,
+            )
+        except KafkaError as exc:
+            raise SystemExit(f"nomenclature: broker {settings.bootstrap_servers}: {exc}") from None
+    print(json.dumps(report, ensure_ascii=False, indent=2))
 
 
 def cmd_correct(args: argparse.Namespace, settings: Settings) -> None:
@@ -347,9 +398,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dataset", help="build training data (see models/data/DATASET.md)")
     dataset = p.add_subparsers(dest="dataset_command", required=True)
-    p = dataset.add_parser("build", help="build the train/validation set from the bundled ОКПД2 file")
-    p.add_argument("--out", help="output directory (default: <NOMENCLATURE_DATA_DIR>/datasets/<version>)")
-    p.add_argument("--seed", type=int, default=42)
+    p = dataset.add_parser(
+        "build",
+        help="build the train/validation set from the bundled ОКПД2 file or, with --input, one labelled "
+        "dataset from export files",
+    )
+    p.add_argument(
+        "--out", help="bundled dataset: output directory (default <NOMENCLATURE_DATA_DIR>/datasets/<version>)"
+    )
+    p.add_argument("--seed", type=int, help="bundled dataset: split seed (default 42)")
+    p.add_argument(
+        "--input", nargs="+", metavar="FILE|DIR",
+        help="labelled exports (CSV, TSV, XLSX, Parquet, JSONL; directories read recursively) instead",
+    )
+    p.add_argument("--output", metavar="PARQUET", help="with --input: the dataset file (summary beside it)")
+    p.add_argument("--csv", metavar="CSV", help="with --input: the same rows as UTF-8 CSV (for train --data)")
+    p.add_argument("--mapping", metavar="JSON", help='with --input: {"Column": "schema_field" | null}')
+    p.add_argument("--label-map", metavar="JSON", help='with --input: {"value": "product" | "service"}')
+    p.add_argument("--encoding", help="with --input: text files' encoding (default: detected)")
+    p.add_argument("--sheet", help="with --input: XLSX sheet name or number (default: the first)")
     p.set_defaults(func=cmd_dataset_build)
     p = dataset.add_parser("scale", help="write N perturbed training rows as parquet shards (benchmarks)")
     p.add_argument("--rows", type=int, required=True)
@@ -415,10 +482,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="worker web address (default: this machine's NOMENCLATURE_WEB_PORT)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("produce", help="publish items from a CSV or JSONL file as Avro records")
-    p.add_argument("--input", required=True)
-    p.add_argument("--topic", default=RAW)
-    p.add_argument("--rate", type=float, help="items per second (default: as fast as possible)")
+    p = sub.add_parser(
+        "produce", help="publish the rows of CSV, TSV, XLSX, Parquet or JSONL exports as Avro records"
+    )
+    p.add_argument(
+        "--input", required=True, nargs="+", metavar="FILE|DIR",
+        help="files, or directories whose files of those formats are read (recursively, sorted)",
+    )
+    p.add_argument("--topic", default=RAW, help=f"{RAW}[.<source>], or nomenclature.corrections")
+    p.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
+    p.add_argument(
+        "--mapping", metavar="JSON",
+        help='header overrides: {"Column in the file": "schema_field" | null (ignore it)}',
+    )
+    p.add_argument("--encoding", help="text files' encoding (default: detected; e.g. cp1251, cp866, utf-16)")
+    p.add_argument("--sheet", help="XLSX sheet name or number from 1 (default: the first)")
+    p.add_argument("--dry-run", action="store_true", help="read, map and report; send nothing")
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("consume", help="print a topic's records, decoded, as JSON lines")
@@ -426,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--follow", action="store_true", help="keep waiting for new records")
     p.set_defaults(func=cmd_consume)
+
+    from tools import offsets_commands, replay_commands, sink_commands
+
+    replay_commands.add_parser(sub)
+    offsets_commands.add_parser(sub)
+    sink_commands.add_parser(sub)
 
     p = sub.add_parser("demo", help="embedded broker + worker + sample items; prints the results (make run)")
     p.add_argument("--serve", action="store_true", help="keep the worker running afterwards")
