@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import TopicPartition
 
 from connectors.topic_consumer import Log, SinkError, stderr_log, topic_spec
-from schemas import AvroSerde, Catalogue, DecodeError, to_millis
+from schemas import CORRECTED_FIELDS, ITEM_SCHEMA, AvroSerde, Catalogue, DecodeError, to_millis
 from schemas.avsc import full_name
 from streams.topics import CLASSIFIED, CORRECTIONS, MODELS, TOPICS
 
@@ -66,21 +66,8 @@ if TYPE_CHECKING:
 DEFAULT_TOPICS = (CLASSIFIED, CORRECTIONS, MODELS)
 _KAFKA = """kafka_topic TEXT NOT NULL, kafka_partition INTEGER NOT NULL, kafka_offset INTEGER NOT NULL,
     kafka_timestamp INTEGER, kafka_key TEXT, kafka_headers TEXT"""
-_ITEM_FIELDS = (
-    "name",
-    "full_name",
-    "kind",
-    "unit",
-    "type_hint",
-    "okved_code",
-    "hs_code",
-    "country",
-    "region",
-    "source",
-    "created_at",
-    "item_label",
-)
-_CORRECTED_FIELDS = ("kind", "unit", "type_hint", "okved_code", "hs_code", "country", "region", "source")
+# the item's fields as columns; its own label is `item_label`, beside the predicted one
+_ITEM_FIELDS = (*(f["name"] for f in ITEM_SCHEMA["fields"] if f["name"] not in ("id", "label")), "item_label")
 _ITEM_COLUMNS = ", ".join(f"{c} INTEGER" if c == "created_at" else f"{c} TEXT" for c in _ITEM_FIELDS)
 
 SCHEMA_SQL = f"""
@@ -495,7 +482,7 @@ def _rows_of(
                 value.get("name"),
                 value.get("full_name"),
                 value.get("label"),
-                *(corrected.get(f) for f in _CORRECTED_FIELDS),
+                *(corrected.get(f) for f in CORRECTED_FIELDS),
                 value.get("user"),
                 value.get("comment"),
                 value.get("model_version"),

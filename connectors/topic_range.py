@@ -117,7 +117,7 @@ class RecordProbe:
             return None
         self.consumer.seek(tp, offset)
         self.reads += 1
-        for _ in range(200):  # ≈ 2 s of empty fetches at most: the record exists, the log says so
+        for _ in range(200):  # 10 s of empty fetches at most: the log says the record is there
             batch = await self.consumer.getmany(tp, timeout_ms=FETCH_WAIT_MS * 5, max_records=1)
             for record in batch.get(tp, []):
                 return record if record.offset < stop else None

@@ -2,6 +2,7 @@
 
 from schemas.avsc import (
     CLASSIFIED_SCHEMA,
+    CORRECTED_FIELDS,
     CORRECTION_SCHEMA,
     DRIFT_ALERT_SCHEMA,
     DRIFT_COUNTS_SCHEMA,
@@ -18,6 +19,7 @@ from schemas.wire import DECODE_ERROR_CODES, AvroSerde, DecodeError
 
 __all__ = [
     "CLASSIFIED_SCHEMA",
+    "CORRECTED_FIELDS",
     "CORRECTION_SCHEMA",
     "DECODE_ERROR_CODES",
     "DRIFT_ALERT_SCHEMA",

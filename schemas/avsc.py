@@ -46,5 +46,8 @@ REJECTED_SCHEMA: Schema = load_schema("rejected_record")
 DRIFT_ALERT_SCHEMA: Schema = load_schema("drift_alert")
 DRIFT_COUNTS_SCHEMA: Schema = load_schema("drift_counts")
 CORRECTION_SCHEMA: Schema = load_schema("correction")
+# The fields of a correction's nested CorrectedFields record, as the schema declares them.
+_CORRECTED = next(f for f in CORRECTION_SCHEMA["fields"] if f["name"] == "corrected_fields")
+CORRECTED_FIELDS: tuple[str, ...] = tuple(f["name"] for f in _CORRECTED["type"][1]["fields"])
 MODEL_EVENT_SCHEMA: Schema = load_schema("model_event")
 LIFECYCLE_SCHEMA: Schema = load_schema("lifecycle_message")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas import CORRECTION_SCHEMA, AvroSerde, Catalogue, DecodeError, now_ms, to_millis
+from schemas import CORRECTED_FIELDS, AvroSerde, Catalogue, DecodeError, now_ms, to_millis
 from streams.dead_letters import rejected_record
 from streams.messages import OutRecord, RawMessage, TableUpdate
 from streams.pipeline import key_or_none
@@ -32,9 +32,6 @@ from streams.validation import Issue, Validator
 MAX_USER_LENGTH = 200
 MAX_COMMENT_LENGTH = 2000
 FUTURE_TOLERANCE_MS = 24 * 3600 * 1000
-# The Correction schema's CorrectedFields record, so that the field list is declared once (in the schema)
-_CORRECTED = next(f for f in CORRECTION_SCHEMA["fields"] if f["name"] == "corrected_fields")
-CORRECTED_FIELDS = tuple(f["name"] for f in _CORRECTED["type"][1]["fields"])
 
 # (partition, item id) -> stored table value
 Lookup = Callable[[int, str], dict[str, Any] | None]
