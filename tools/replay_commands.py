@@ -19,7 +19,7 @@ SELECTION_HELP = (
 
 
 def add_selection_arguments(p: argparse.ArgumentParser) -> None:
-    """The range options, shared with `nomenclature offsets reset`."""
+    """The range options: partitions, and one optional bound at each end."""
     p.add_argument("--partition", type=int, action="append", help="only this partition (repeat it)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-offset", help="first offset (inclusive)")
