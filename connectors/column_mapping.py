@@ -3,11 +3,11 @@ case, spaces and punctuation ("Ед. изм." = "ед изм" = "ЕДИЗМ"), p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.file_formats import read_json_object
 from schemas import CORRECTION_SCHEMA, ITEM_SCHEMA
 
 ITEM_FIELDS: tuple[str, ...] = tuple(f["name"] for f in ITEM_SCHEMA["fields"])
@@ -86,12 +86,7 @@ class ColumnMapping:
 def load_overrides(path: Path) -> dict[str, str | None]:
     """An override file: a JSON object {"Column in the file": "schema_field" | null}; a field of the item
     or of a correction."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MappingError(f"mapping file {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise MappingError(f'mapping file {path}: expected a JSON object {{"Column": "field" | null}}')
+    data = read_json_object(path, "mapping file", '{"Column": "field" | null}', MappingError)
     known = sorted({*ITEM_FIELDS, *CORRECTION_FIELDS})
     for column, target in data.items():
         if target is not None and target not in known:

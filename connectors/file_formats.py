@@ -54,6 +54,18 @@ class FileFormatError(ValueError):
     pass
 
 
+def read_json_object(path: Path, what: str, shape: str, error: type[ValueError]) -> dict[str, Any]:
+    """The JSON object in an operator's file (``what`` names it in errors, ``shape`` shows the expected
+    form); ``error`` is raised when it cannot be read or is not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path}: expected a JSON object {shape}")
+    return data
+
+
 @dataclass(frozen=True)
 class SourceRow:
     """A row of the file: ``values`` by header, or None with ``problem`` when it could not be read."""

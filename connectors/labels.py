@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
+
+from connectors.file_formats import read_json_object
 
 PRODUCT, SERVICE = "product", "service"
 LABELS = (PRODUCT, SERVICE)
@@ -45,12 +46,7 @@ DEFAULT_LABELS: dict[str, str] = {label_key(v): label for label, values in _SYNO
 
 def load_label_map(path: Path) -> dict[str, str]:
     """A label-map file: a JSON object {"value in the file": "product" | "service"}."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabelMapError(f"label map {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise LabelMapError(f'label map {path}: expected a JSON object {{"value": "product" | "service"}}')
+    data = read_json_object(path, "label map", '{"value": "product" | "service"}', LabelMapError)
     for value, label in data.items():
         if label not in LABELS:
             raise LabelMapError(f"label map {path}: {value!r} maps to {label!r}; use 'product' or 'service'")
