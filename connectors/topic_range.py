@@ -97,6 +97,15 @@ def parse_time(text: str) -> int:
     return round(moment.timestamp() * 1000)
 
 
+def parse_bound(offsets: str | None, time_text: str | None) -> Bound | None:
+    """A bound from an operator's ``--*-offset`` or ``--*-time`` text (None when neither is given)."""
+    if offsets is not None:
+        return Bound(offsets=parse_offsets(offsets))
+    if time_text is not None:
+        return Bound(time_ms=parse_time(time_text))
+    return None
+
+
 def format_time(ms: int | None) -> str:
     if ms is None:
         return "-"

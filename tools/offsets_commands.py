@@ -83,21 +83,17 @@ def reset(args: argparse.Namespace, settings: Settings) -> None:
     from aiokafka import TopicPartition
 
     from connectors.group_offsets import GroupActiveError, commit_offsets, committed_offsets
-    from connectors.topic_range import Bound, parse_offsets, parse_time, plan_ranges
+    from connectors.topic_range import Bound, parse_bound, plan_ranges
     from streams.topics import raw_topics
     from tools.cli import run_sync
 
     group = args.group or settings.app_id
     bootstrap = settings.bootstrap_servers
     topics = args.topic or run_sync(raw_topics(bootstrap))
-    if args.to_earliest:
-        bound = None
-    elif args.to_latest:
+    if args.to_latest:
         bound = Bound(offsets={-1: LATEST})
-    elif args.to_offset is not None:
-        bound = Bound(offsets=parse_offsets(args.to_offset))
-    else:
-        bound = Bound(time_ms=parse_time(args.to_time))
+    else:  # --to-earliest leaves it None: each partition's log start
+        bound = parse_bound(args.to_offset, args.to_time)
     ranges = []
     for topic in topics:
         ranges += run_sync(plan_ranges(bootstrap, topic, partitions=args.partition, start=bound))

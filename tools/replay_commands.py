@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from connectors.topic_range import Bound, parse_offsets, parse_time
+from connectors.topic_range import Bound, parse_bound
 from streams.settings import Settings
 
 SELECTION_HELP = (
@@ -30,14 +30,7 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bounds(args: argparse.Namespace) -> tuple[Bound | None, Bound | None]:
-    def bound(offsets: str | None, time_text: str | None) -> Bound | None:
-        if offsets is not None:
-            return Bound(offsets=parse_offsets(offsets))
-        if time_text is not None:
-            return Bound(time_ms=parse_time(time_text))
-        return None
-
-    return bound(args.from_offset, args.from_time), bound(args.to_offset, args.to_time)
+    return parse_bound(args.from_offset, args.from_time), parse_bound(args.to_offset, args.to_time)
 
 
 def add_parser(sub: Any) -> None:
