@@ -56,7 +56,9 @@ ROW_GROUP_ROWS = 100_000
 LISTED_CONFLICTS = 20
 MAX_SHOWN_LABEL = 40
 _NAME_FIELDS = ("name", "full_name")
-_OTHER_FIELDS = ("kind", "unit", "type_hint", "okved_code", "hs_code", "country", "region")
+# what tells two rows apart besides the names: every item field but the row's identity, origin and label
+_NOT_COMPARED = ("id", "source", "created_at", "label")
+_OTHER_FIELDS = tuple(f for f in ITEM_FIELDS if f not in (*_NAME_FIELDS, *_NOT_COMPARED))
 
 
 @dataclass
