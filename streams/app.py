@@ -8,6 +8,7 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import faust
 from mode import Service
@@ -141,17 +142,17 @@ def raw_message(event: faust.EventT) -> RawMessage:
         timestamp_ms=None if timestamp is None else round(timestamp * 1000),
         key=event.key,
         value=event.value,
-        replayed=any(name == REPLAY_HEADER for name, _ in _headers(message.headers)),
+        replayed=_replayed(message.headers),
     )
 
 
-def _headers(headers: object) -> list[tuple[str, object]]:
-    """Faust hands headers over as a list of pairs or as a mapping."""
+def _replayed(headers: Any) -> bool:
+    """Whether the record carries the replay header; Faust hands headers over as pairs or as a mapping."""
     if not headers:
-        return []
+        return False
     if isinstance(headers, dict):
-        return list(headers.items())
-    return list(headers)  # type: ignore[call-overload]
+        return REPLAY_HEADER in headers
+    return any(name == REPLAY_HEADER for name, _ in headers)
 
 
 def create_app(settings: Settings, raw_topics: list[str], model_state: ModelState) -> faust.App:
