@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.commit import OffsetCommitRequest
 
-from streams.broker_quirks import fetched_end_offsets
+from streams.runtime.broker_quirks import fetched_end_offsets
 
 ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID = 22, 25
 MAX_GENERATION = 100_000

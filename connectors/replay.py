@@ -28,12 +28,12 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from connectors.topic_range import PartitionRange, format_time, read_ranges
-from models.progress import ProgressBar
+from models.training.progress import ProgressBar
 from schemas import CLASSIFIED_SCHEMA, ITEM_SCHEMA, AvroSerde, DecodeError, to_millis
-from streams.emit import BatchProducer
-from streams.messages import BatchResult, OutRecord, RawMessage
-from streams.pipeline import Models, Pipeline, Scored
-from streams.scoring import Scorer
+from streams.pipeline.emit import BatchProducer
+from streams.pipeline.messages import BatchResult, OutRecord, RawMessage
+from streams.pipeline.micro_batch import Models, Pipeline, Scored
+from streams.pipeline.scoring import Scorer
 from streams.topics import CLASSIFIED, REJECTED, REPLAY_HEADER, TOPICS, spec_for
 
 REPUBLISH, RECLASSIFY = "republish", "reclassify"

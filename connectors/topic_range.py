@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from streams.broker_quirks import fetched_end_offsets
+from streams.runtime.broker_quirks import fetched_end_offsets
 
 FETCH_WAIT_MS = 10  # Tansu holds a fetch for its full wait even when records are there
 

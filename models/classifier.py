@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from sklearn.neural_network import MLPClassifier
 
 from models.attribution import forward, forward_from_first_layer
-from models.featurizer import Featurizer, Occlusions
+from models.features.featurizer import Featurizer, Occlusions
 
 # Outputs are rounded so that they do not depend on the batch an item was scored in (see `net`).
 ROUND_DIGITS = 9

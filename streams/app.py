@@ -1,163 +1,65 @@
-"""The Faust app: raw topics → classify agent (micro-batches) → classified / rejected (and, while a challenger
-is in shadow, shadow), plus drift, the model lifecycle and web views."""
+"""The Faust app, wired in one place: every topic, table, agent, timer, service and page of a worker.
+
+raw topics → ``classify`` (micro-batches, `streams.runner`) → classified / rejected (and, while a challenger
+is in shadow, shadow); window counts → ``drift-monitor`` → alerts; corrections → ``corrections``; alerts →
+``drift-trigger`` → retraining requests → ``lifecycle`` (the retraining coordinator); the model control topic
+→ hot swap. What each piece does lives in the module it comes from; this file says where it is attached.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import faust
 from mode import Service
 
-from models.registry import ModelRegistry
-from streams import broker_quirks, drift_agents, lifecycle_agents, model_views, views
-from streams.batched_table import DRIFT_WINDOWS, ITEMS, SHADOW, BatchedTable, declare
-from streams.drift_counts import DriftCounter
-from streams.emit import BatchProducer
-from streams.messages import RawMessage
-from streams.model_events import ModelState, event_record
-from streams.model_follower import ModelFollower
-from streams.partition_watchdog import PartitionWatchdog
-from streams.pipeline import Models, Pipeline
-from streams.scoring import ModelSpec, Scorer, build_pipeline, limit_native_threads
+from models.registry.model_registry import ModelRegistry
+from streams.drift.agents import MonitorHost
+from streams.drift.counts import DriftCounter
+from streams.lifecycle.agents import TICK_SECONDS, CorrectionsAgent, LifecycleHost
+from streams.lifecycle.model_events import ModelState, event_record
+from streams.lifecycle.model_follower import ModelFollower
+from streams.lifecycle.shadow import ShadowCounter
+from streams.pipeline.scoring import build_pipeline, limit_native_threads
+from streams.runner import Runner
+from streams.runtime import broker_quirks
+from streams.runtime.batched_table import CORRECTIONS as CORRECTIONS_TABLE
+from streams.runtime.batched_table import (
+    DRIFT_MONITOR,
+    DRIFT_WINDOWS,
+    ITEMS,
+    LIFECYCLE,
+    SHADOW,
+    BatchedTable,
+    assigned_actives,
+    declare,
+    settling,
+)
+from streams.runtime.partition_watchdog import PartitionWatchdog, caught_up_partitions
 from streams.settings import Settings
-from streams.shadow import ShadowCounter
-from streams.stats import Stats
-from streams.topics import CLASSIFIED, DRIFT, MODELS, REJECTED, REPLAY_HEADER
+from streams.topics import (
+    CLASSIFIED,
+    CORRECTIONS,
+    DRIFT,
+    MODELS,
+    REJECTED,
+    drift_counts_spec,
+    is_raw_topic,
+    lifecycle_spec,
+)
 from streams.topics import SHADOW as SHADOW_TOPIC
 from streams.topics import raw_topics as raw_topics_now
+from streams.web import model_views, views
 
 log = logging.getLogger(__name__)
-
-# Micro-batches in flight: while the oldest is finished and delivered, the scoring process works on the
-# next and one more waits for it, so it never idles on the worker's delivery round trip (3 gave +5% over 2).
-IN_FLIGHT = 3
-
-
-class Runner:
-    """What the agent does with one micro-batch; owns the pipeline, the models, the producer and counters."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        pipeline: Pipeline,
-        models: Models,
-        items: BatchedTable,
-        drift: DriftCounter,
-        shadow: ShadowCounter,
-    ) -> None:
-        self.settings = settings
-        self.pipeline = pipeline
-        self.models = models  # what the next micro-batch is scored with (`swap` replaces it)
-        self.scorer = Scorer(settings, pipeline, models)
-        self.items = items
-        self.drift = drift
-        self.shadow = shadow
-        self.shadow_partitions: set[int] | None = None
-        self._drift_partitions: frozenset[int] | None = None
-        self.busy = 0  # micro-batches being handled
-        self.watchdog: PartitionWatchdog | None = None
-        self.producer = BatchProducer(settings.bootstrap_servers)
-        self.stats = Stats()
-        self.unsubscribed_sources: set[str] = set()  # raw topics created after this worker started
-
-    async def handle(
-        self, events: list[faust.EventT], previous: asyncio.Future[None] | None, stream: faust.StreamT
-    ) -> None:
-        """Score, then — after the previous batch is done, so table state and outputs stay in order —
-        deduplicate, write the item table, deliver every output, and only then acknowledge the input."""
-        self.busy += 1
-        try:
-            await self._handle(events, previous, stream)
-        finally:
-            self.busy -= 1
-
-    async def _handle(
-        self, events: list[faust.EventT], previous: asyncio.Future[None] | None, stream: faust.StreamT
-    ) -> None:
-        started = time.perf_counter()
-        models = self.models  # one batch, one set of models: a swap takes effect at the next batch
-        messages = [raw_message(event) for event in events]
-        scored = await self.scorer.score(messages, models)
-        if previous is not None:
-            await previous
-        self._find_gaps(messages)
-        result = self.pipeline.finish(messages, scored, self.items.get)
-        drift_updates = self.drift.observe(result.drift, models.champion.version, models.baseline)
-        shadow_updates = []
-        if models.challenger is not None and result.shadow:
-            shadow_updates = self.shadow.observe(
-                result.shadow, models.challenger.version, models.champion.version
-            )
-        changelog = (
-            self.items.stage(result.table_updates)
-            + self.drift.table.stage(drift_updates)
-            + self.shadow.table.stage(shadow_updates)
-        )
-        delivered = await self.producer.send_all(result.outputs + changelog)
-        for table in (self.items, self.drift.table, self.shadow.table):
-            table.persisted(delivered)
-        for event in events:
-            await stream.ack(event)
-        self.stats.record(messages, result.counts, time.perf_counter() - started)
-
-    async def swap(self, models: Models) -> None:
-        """Score the next micro-batches with `models`, once the scoring processes have loaded them."""
-        await self.scorer.preload(ModelSpec.of(models))
-        self.models = models
-        self.drift.baseline = models.baseline
-
-    def _find_gaps(self, messages: list[RawMessage]) -> None:
-        """Offsets Faust skipped (see `streams.partition_watchdog`): the watchdog seeks back to them."""
-        expected = dict(self.stats.next_offsets)
-        for message in messages:
-            tp = (message.topic, message.partition)
-            want = expected.get(tp)
-            if want is not None and message.offset > want and self.watchdog is not None:
-                self.watchdog.gap(message.topic, message.partition, want, message.offset)
-            expected[tp] = max(want or 0, message.offset + 1)
-
-    async def report_drift(self, partitions: set[int], caught_up: dict[int, bool]) -> None:
-        """Report the drift counts of this worker's active source partitions."""
-        if frozenset(partitions) != self._drift_partitions:
-            self.drift.rebalanced()
-            self._drift_partitions = frozenset(partitions)
-        records, closed = self.drift.reports(partitions, caught_up)
-        if records:
-            await self.producer.send_all(records)
-            self.drift.reported(closed)
-
-
-def raw_message(event: faust.EventT) -> RawMessage:
-    message = event.message
-    timestamp = message.timestamp
-    return RawMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=None if timestamp is None else round(timestamp * 1000),
-        key=event.key,
-        value=event.value,
-        replayed=_replayed(message.headers),
-    )
-
-
-def _replayed(headers: Any) -> bool:
-    """Whether the record carries the replay header; Faust hands headers over as pairs or as a mapping."""
-    if not headers:
-        return False
-    if isinstance(headers, dict):
-        return REPLAY_HEADER in headers
-    return any(name == REPLAY_HEADER for name, _ in headers)
 
 
 def create_app(settings: Settings, raw_topics: list[str], model_state: ModelState) -> faust.App:
     """The worker's app, consuming ``raw_topics`` (see ``streams.topics.raw_topics``), starting with the
-    models that ``model_state`` (the control topic, `streams.model_events.read_state`) announces."""
+    models that ``model_state`` (the control topic, `streams.lifecycle.model_events.read_state`) announces."""
     broker_quirks.apply(settings.is_tansu, settings.bootstrap_servers)
     limit_native_threads()
     registry = ModelRegistry(settings.models_dir)
@@ -183,58 +85,91 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
         producer_acks=-1,
         **broker_quirks.faust_settings(settings.is_tansu),
     )
+
+    # ---- topics the agents read (all as raw bytes: the pipeline decodes them itself)
     # Faust's pattern subscription does not work with aiokafka ("XXX pattern does not work" in its driver),
     # and changing a running subscription did not get new topics assigned (tried): the topics matching
     # RAW_PATTERN are listed at start; `discover_sources` reports later ones on /health and in the log.
     raw = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
-    items = BatchedTable(declare(app, ITEMS, settings.partitions))
-    drift = DriftCounter(
-        settings,
-        BatchedTable(declare(app, DRIFT_WINDOWS, settings.partitions)),
-        models.baseline,
-        pipeline.catalogue,
-    )
-    shadow_table = BatchedTable(declare(app, SHADOW, settings.partitions))
-    shadow = ShadowCounter(settings, shadow_table, pipeline.catalogue)
-    runner = Runner(settings, pipeline, models, items, drift, shadow)
-    within = settings.batch_within_ms / 1000
+    drift_counts = _bytes_topic(app, drift_counts_spec(settings.app_id).name, partitions=1)
+    lifecycle_topic = _bytes_topic(app, lifecycle_spec(settings.app_id).name, partitions=1)
+    corrections_topic = _bytes_topic(app, CORRECTIONS)
+    drift_alerts = _bytes_topic(app, DRIFT)
 
+    # ---- tables: Faust tables (RocksDB, changelog) written a micro-batch at a time (`BatchedTable`)
+    items = BatchedTable(declare(app, ITEMS, settings.partitions))
+    drift_windows = BatchedTable(declare(app, DRIFT_WINDOWS, settings.partitions))
+    shadow_counts = BatchedTable(declare(app, SHADOW, settings.partitions))
+    drift_monitor = BatchedTable(declare(app, DRIFT_MONITOR, 1))
+    lifecycle_state = BatchedTable(declare(app, LIFECYCLE, 1))
+    latest_corrections = BatchedTable(declare(app, CORRECTIONS_TABLE, settings.partitions))
+
+    # ---- what the agents, timers and pages act on
+    drift = DriftCounter(settings, drift_windows, models.baseline, pipeline.catalogue)
+    shadow = ShadowCounter(settings, shadow_counts, pipeline.catalogue)
+    runner = Runner(settings, pipeline, models, items, drift, shadow)
+    monitor = MonitorHost(app, settings, drift_monitor, runner.producer, pipeline.catalogue)
+    lifecycle = LifecycleHost(app, settings, lifecycle_state, runner.producer, pipeline.catalogue, registry)
+    corrections = CorrectionsAgent(settings, latest_corrections, runner)
+    watchdog = PartitionWatchdog(app, runner.stats, lambda: runner.busy)
+    runner.watchdog = watchdog
+
+    # ---- agents
     @app.agent(raw, name="classify")
     async def classify(stream: faust.StreamT) -> None:
-        # Up to IN_FLIGHT micro-batches, finished in order. An input is acknowledged (its offset may
-        # be committed) only by `Runner.handle`, after its outputs are delivered: the extra reference
-        # taken here keeps `take_events` from acknowledging it when the loop moves on.
-        in_flight: deque[asyncio.Future[None]] = deque()
-        try:
-            async for events in stream.take_events(settings.batch_size, within=within):
-                batch = list(events)
-                for event in batch:
-                    event.message.incref()
-                previous = in_flight[-1] if in_flight else None
-                in_flight.append(asyncio.ensure_future(runner.handle(batch, previous, stream)))
-                while in_flight and (len(in_flight) >= IN_FLIGHT or in_flight[0].done()):
-                    await in_flight.popleft()
-        finally:
-            for task in in_flight:
-                task.cancel()
+        await runner.consume(stream)
 
-    monitor = drift_agents.register(app, settings, runner, pipeline.catalogue)
-    lifecycle, corrections = lifecycle_agents.register(app, settings, runner, pipeline.catalogue, registry)
-    watchdog = PartitionWatchdog(app, runner)
-    runner.watchdog = watchdog
+    @app.agent(drift_counts, name="drift-monitor")
+    async def merge_drift_counts(stream: faust.StreamT) -> None:
+        # one bad report must not stop the monitor; the next one carries the counts
+        await _each_record(stream, monitor.ingest, "merging a drift counts report failed")
+
+    @app.agent(corrections_topic, name="corrections")
+    async def correct(stream: faust.StreamT) -> None:
+        await corrections.consume(stream)
+
+    @app.agent(drift_alerts, name="drift-trigger")
+    async def drift_trigger(stream: faust.StreamT) -> None:
+        await _each_record(
+            stream, lifecycle.on_drift_alert, "turning a drift alert into a retraining request failed"
+        )
+
+    @app.agent(lifecycle_topic, name="lifecycle")
+    async def coordinate(stream: faust.StreamT) -> None:
+        await _each_record(stream, lifecycle.ingest, "handling a lifecycle record failed")
+
+    # ---- timers (a failed tick is logged and the next one tries again: a hiccup must not stop the worker)
+    @app.timer(settings.drift_report_seconds)
+    async def report_drift() -> None:
+        if getattr(app, "rebalancing", False) or not runner.drift.enabled:
+            return
+        caught_up = caught_up_partitions(app, runner.stats)
+        await _logged(runner.report_drift(set(caught_up), caught_up), "sending drift counts failed")
+
+    @app.timer(settings.drift_report_seconds)
+    async def judge_drift() -> None:
+        await _logged(monitor.tick(), "judging drift windows failed")
+
+    @app.timer(TICK_SECONDS)
+    async def lifecycle_tick() -> None:
+        await _logged(lifecycle.tick(), "the retraining coordinator's tick failed")
+
+    @app.timer(TICK_SECONDS)
+    async def report_shadow() -> None:
+        if settling(app) or runner.models.challenger is None:
+            return
+        partitions = {tp.partition for tp in assigned_actives(app) if is_raw_topic(tp.topic)}
+        await _logged(runner.report_shadow(partitions), "sending shadow counts failed")
 
     @app.timer(2.0)
     async def watch_partitions() -> None:
-        try:
-            await watchdog.check()
-        except Exception as exc:  # a diagnosis must not stop the worker; the next tick looks again
-            log.warning("checking partitions for stalls failed: %r", exc)
+        await _logged(watchdog.check(), "checking partitions for stalls failed")
 
     @app.timer(settings.topic_discovery_seconds)
     async def discover_sources() -> None:
         try:
             found = [t for t in await raw_topics_now(settings.bootstrap_servers) if t not in raw.topics]
-        except Exception as exc:  # a broker hiccup must not stop the worker; the next tick retries
+        except Exception as exc:
             log.warning("looking for new raw topics failed: %r", exc)
             return
         new = sorted(set(found) - runner.unsubscribed_sources)
@@ -242,10 +177,11 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
             log.warning("new raw topics %s: consumed from the worker's next start", new)
             runner.unsubscribed_sources.update(new)
 
+    # ---- start and stop: the output producer, the scoring processes, the model control topic
     @app.service
     class RunnerLifecycle(Service):
         async def on_start(self) -> None:
-            tables = (items, drift.table, monitor.table, shadow.table, corrections.table, lifecycle.table)
+            tables = (items, drift_windows, drift_monitor, shadow_counts, latest_corrections, lifecycle_state)
             outputs = [CLASSIFIED, REJECTED, DRIFT, SHADOW_TOPIC, MODELS, drift.topic, shadow.topic]
             await runner.producer.prepare([*outputs, *(table.changelog_topic for table in tables)])
             await runner.scorer.start()
@@ -268,6 +204,35 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
             lifecycle.close()
             await runner.producer.stop()
 
-    views.register(app, settings, runner, monitor)
-    model_views.register(app, settings, runner, follower, lifecycle, corrections)
+    # ---- pages
+    app.page("/health")(views.health_view(app, settings, runner))
+    app.page("/stats")(views.stats_view(app, settings, runner, monitor))
+    app.page("/drift")(views.drift_view(app, runner, monitor))
+    app.page("/models")(model_views.models_view(app, follower, lifecycle, corrections))
+    app.page("/models/lifecycle")(model_views.lifecycle_view(lifecycle))
+    app.page("/corrections")(model_views.corrections_view(runner.producer, corrections))
+    app.page("/retrain")(model_views.retrain_view(lifecycle))
     return app
+
+
+async def _each_record(
+    stream: faust.StreamT, handle: Callable[[bytes], Awaitable[None]], failure: str
+) -> None:
+    """Hand every record of ``stream`` to ``handle``; one that fails is logged (``failure``) and skipped."""
+    async for value in stream:
+        try:
+            await handle(value)
+        except Exception:
+            log.exception(failure)
+
+
+async def _logged(step: Awaitable[object], failure: str) -> None:
+    """A timer's step: a failure is logged (``failure: <error>``), and the next tick tries again."""
+    try:
+        await step
+    except Exception as exc:
+        log.warning("%s: %r", failure, exc)
+
+
+def _bytes_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
+    return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")

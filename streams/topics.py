@@ -69,14 +69,14 @@ _RAW_RE = re.compile(RAW_PATTERN)
 
 def drift_counts_spec(app_id: str) -> TopicSpec:
     """The app's drift-counts topic: one partition, so that one worker merges every partition's counts
-    (`streams.drift_monitor`)."""
+    (`streams.drift.monitor`)."""
     name = f"{app_id}{DRIFT_COUNTS_SUFFIX}"
     return TopicSpec(name, DRIFT_COUNTS_SCHEMA, "internal: DriftCounts keyed by source partition", 1)
 
 
 def lifecycle_spec(app_id: str) -> TopicSpec:
     """The app's lifecycle topic: one partition, read by the worker that runs the retraining coordinator
-    (`streams.lifecycle`)."""
+    (`streams.lifecycle.coordinator`)."""
     name = f"{app_id}{LIFECYCLE_SUFFIX}"
     return TopicSpec(name, LIFECYCLE_SCHEMA, "internal: LifecycleMessage keyed by kind", 1)
 

@@ -77,9 +77,9 @@ def module_broker(broker: Broker) -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry with a champion trained once per session on the bundled data (≈15 s)."""
-    from models.registry import ModelRegistry
-    from models.training import train
-    from tools.cli import BUNDLED_DATA
+    from models.registry.model_registry import ModelRegistry
+    from models.training.train import train
+    from tools.common import BUNDLED_DATA
 
     root = tmp_path_factory.mktemp("models")
     classifier, metrics = train(BUNDLED_DATA, seed=7, progress=False)
@@ -90,7 +90,7 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def reference_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled dataset (train + validation splits), built once per session: retraining's reference."""
-    from models.training import bundled_dataset
+    from models.training.train import bundled_dataset
 
     return bundled_dataset(tmp_path_factory.mktemp("datasets"))
 

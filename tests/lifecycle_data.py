@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from models.classifier import Classifier
-from models.dataset import DEFAULT_SOURCE
+from models.datasets.builder import DEFAULT_SOURCE
 
 SERVICE, PRODUCT = "service", "product"
 

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas import AvroSerde, LocalCatalogue
 from streams.topics import TOPICS
-from tools.cli import run_sync
+from tools.common import run_sync
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
 NAMES = (

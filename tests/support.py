@@ -19,11 +19,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from connectors.kafka_io import read_topic
 from schemas import AvroSerde, LocalCatalogue
+from streams.runtime.topic_reader import read_topic
 from streams.topics import CLASSIFIED, RAW, REJECTED, TOPICS
 from tools.broker import free_port
-from tools.cli import run_sync
+from tools.common import run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def labelled_sample_csv(directory: Path, per_label: int, seed: int) -> Path:
     """`per_label` rows of each label of the bundled ОКПД2 file (seeded), as `directory`/sample.csv."""
     import pandas as pd
 
-    from tools.cli import BUNDLED_DATA
+    from tools.common import BUNDLED_DATA
 
     frame = pd.read_csv(BUNDLED_DATA)
     path = directory / "sample.csv"

@@ -1,5 +1,5 @@
-"""The corrections log and the reference set (models/corrections_log.py): files, dedupe, latest per id,
-positions, snapshots, joining."""
+"""The corrections log and the reference set (models/retraining/corrections_log.py): files, dedupe, latest per
+id, positions, snapshots, joining."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from models.corrections_log import (
+from models.retraining.corrections_log import (
     CORRECTION_COLUMNS,
     CORRECTION_SCHEMA,
     CorrectionsLog,

@@ -1,5 +1,6 @@
-"""The training-data builder (models/dataset.py, models/transforms.py, models/inflection.py) and the synthetic
-scale set (models/scale_set.py). No broker needed; the whole file runs in about ten seconds."""
+"""The training-data builder (models/datasets/builder.py, models/datasets/transforms.py,
+models/datasets/inflection.py) and the synthetic scale set (models/datasets/scale_set.py). No broker needed;
+the whole file runs in about ten seconds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from models.dataset import (
+from models.datasets.builder import (
     DEFAULT_SOURCE,
     TRAIN,
     VALIDATION,
@@ -22,10 +23,9 @@ from models.dataset import (
     content_sha256,
     read_dataset,
 )
-from models.inflection import Vocabulary, build_vocabulary, genitive_phrase, head_segment
-from models.scale_set import BaseRow, build_scale_set
-from models.text_normalization import normalize_text
-from models.transforms import (
+from models.datasets.inflection import Vocabulary, build_vocabulary, genitive_phrase, head_segment
+from models.datasets.scale_set import BaseRow, build_scale_set
+from models.datasets.transforms import (
     PRODUCT,
     RULES,
     SERVICE,
@@ -42,6 +42,7 @@ from models.transforms import (
     short_name,
     variants_of,
 )
+from models.features.text_normalization import normalize_text
 from tools.cli import main
 
 PROVENANCE = DEFAULT_SOURCE.parent / "PROVENANCE.md"

@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import power_divergence
 
-from models.drift_baseline import (
+from models.drift.baseline import (
     FEATURES,
     Baseline,
     CategoricalReference,
@@ -21,9 +21,9 @@ from models.drift_baseline import (
     measure,
     vocabulary_of,
 )
-from models.drift_metrics import SMOOTHING, g_test_p_value, js_distance, psi
-from models.registry import ChecksumError, ModelRegistry
-from streams.drift_monitor import DriftMonitor
+from models.drift.metrics import SMOOTHING, g_test_p_value, js_distance, psi
+from models.registry.model_registry import ChecksumError, ModelRegistry
+from streams.drift.monitor import DriftMonitor
 from streams.settings import Settings
 
 REFERENCE = [1200, 900, 40, 0, 3]

@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from connectors.kafka_io import produce_items, read_topic
-from models.registry import ModelRegistry
+from connectors.kafka_io import produce_items
+from models.registry.model_registry import ModelRegistry
 from schemas import LocalCatalogue
+from streams.runtime.topic_reader import read_topic
 from streams.topics import DRIFT, RAW
 from tests.support import Broker, Worker, new_worker
-from tools.cli import BUNDLED_DATA, run_sync
+from tools.common import BUNDLED_DATA, run_sync
 from tools.drift_check import to_latin
 from tools.drift_commands import rebuild_baseline
 
@@ -274,7 +275,7 @@ def test_window_counts_survive_a_worker_restart_mid_window(
     late = sum(body["late_items"].values())
     assert counts[:3] == [200] * 3, counts
     # every item counted once, in its window — or as late when Faust skipped it and the worker's watchdog
-    # had it delivered again after the partition had moved on (streams/partition_watchdog.py)
+    # had it delivered again after the partition had moved on (streams/runtime/partition_watchdog.py)
     assert sum(counts[3:]) + late == 600, (counts, late)
     assert late == 0 or again_reseeks > 0
 

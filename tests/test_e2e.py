@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from models.text_normalization import normalize_text
+from models.features.text_normalization import normalize_text
 from streams.topics import RAW
 from tests.support import (
     Broker,
@@ -24,7 +24,7 @@ from tests.support import (
     read_outputs,
     wait_for_ids,
 )
-from tools.cli import BUNDLED_DATA
+from tools.common import BUNDLED_DATA
 
 
 def labelled_rows(limit: int, offset: int = 0) -> list[dict[str, str]]:

@@ -1,4 +1,5 @@
-"""The output path (streams/emit.py) on a real broker: record batches, partitioning, delivered offsets."""
+"""The output path (streams/pipeline/emit.py) on a real broker: record batches, partitioning, delivered
+offsets."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.broker_quirks import fetched_end_offsets
-from streams.emit import BatchProducer, partition_for
-from streams.messages import OutRecord
+from streams.pipeline.emit import BatchProducer, partition_for
+from streams.pipeline.messages import OutRecord
+from streams.runtime.broker_quirks import fetched_end_offsets
 from tests.support import Broker
 
 

@@ -1,4 +1,5 @@
-"""`nomenclature evaluate` and `models/evaluation.py`: the numbers are sklearn's on the same predictions."""
+"""`nomenclature evaluate` and `models/training/evaluation.py`: the numbers are sklearn's on the same
+predictions."""
 
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-import models
-from models.batch import ITEM_FIELDS
+from models.batch_prediction import ITEM_FIELDS
 from models.classifier import Classifier
-from models.evaluation import evaluate_csv, format_report
-from models.registry import ModelRegistry
-from models.training import train
+from models.datasets.builder import DEFAULT_SOURCE
+from models.registry.model_registry import ModelRegistry
+from models.training.evaluation import evaluate_csv, format_report
+from models.training.train import train
 from tests.support import labelled_sample_csv
 from tools.cli import main
 
-DATA = Path(models.__file__).parent / "data" / "okpd2_labeled.csv"
+DATA = DEFAULT_SOURCE
 SOURCES = ("erp", "catalogue", "")
 
 

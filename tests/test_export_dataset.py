@@ -1,6 +1,6 @@
-"""The dataset builder for labelled exports (models/export_dataset.py, `nomenclature dataset build --input`):
-a folder of heterogeneous files becomes one labelled parquet (and CSV) whose summary matches what was
-written; label normalisation, deduplication and label conflicts; determinism; `train --data` and
+"""The dataset builder for labelled exports (connectors/files/export_dataset.py, `nomenclature dataset build
+--input`): a folder of heterogeneous files becomes one labelled parquet (and CSV) whose summary matches what
+was written; label normalisation, deduplication and label conflicts; determinism; `train --data` and
 `evaluate --input` read its CSV. No broker needed."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.labels import LabelMapError, label_table, load_label_map, normalize_label
-from models.export_dataset import COLUMNS, build_export_dataset, dedup_key, summary_path
+from connectors.files.export_dataset import COLUMNS, build_export_dataset, dedup_key, summary_path
+from connectors.files.labels import LabelMapError, label_table, load_label_map, normalize_label
 from tests.export_files import write_delimited, write_jsonl, write_parquet, write_xlsx
 from tools.cli import main
 

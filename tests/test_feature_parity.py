@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from models.feature_store import materialise
-from models.registry import ModelRegistry
-from streams.broker_quirks import fetched_end_offsets
+from models.registry.model_registry import ModelRegistry
+from models.training.feature_store import materialise
+from streams.runtime.broker_quirks import fetched_end_offsets
 from tests.support import Broker, make_item, new_worker, produce_items, wait_for_ids
 from tests.test_e2e import labelled_rows
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.featurizer import FEATURE_GROUPS, Featurizer
-from models.lexical_cues import SERVICE_STEMS, word_cues
-from models.text_normalization import normalize_text
+from models.features.featurizer import FEATURE_GROUPS, Featurizer
+from models.features.lexical_cues import SERVICE_STEMS, word_cues
+from models.features.text_normalization import normalize_text
 
 ITEMS = [
     {"id": "1", "name": "Ремонт кровли"},

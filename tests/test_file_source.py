@@ -1,6 +1,7 @@
-"""The file source connector (connectors/files.py and the modules it reads with): every format and encoding
-round-trips through a real broker topic to exactly the expected items; delimiter and encoding detection,
-header mapping and its override file, skipped rows; `nomenclature produce` from the CLI entry point."""
+"""The file source connector (connectors/files/source.py and the modules it reads with): every format and
+encoding round-trips through a real broker topic to exactly the expected items; delimiter and encoding
+detection, header mapping and its override file, skipped rows; `nomenclature produce` from the CLI entry
+point."""
 
 from __future__ import annotations
 
@@ -14,18 +15,20 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from connectors.column_mapping import MappingError, header_key, load_overrides, resolve_columns
-from connectors.file_formats import FileFormatError, detect_delimiter, file_format
-from connectors.files import LISTED_ROWS, SourceOptions, open_source, read_items
-from connectors.items import stable_id
-from connectors.kafka_io import read_topic
-from connectors.spreadsheet import cell_value
-from connectors.text_encoding import detect_encoding, resolve_encoding
+from connectors.files.column_mapping import MappingError, header_key, load_overrides, resolve_columns
+from connectors.files.file_formats import detect_delimiter, file_format
+from connectors.files.items import stable_id
+from connectors.files.source import LISTED_ROWS, SourceOptions, open_source, read_items
+from connectors.files.spreadsheet import cell_value
+from connectors.files.tables import FileFormatError
+from connectors.files.text_encoding import detect_encoding, resolve_encoding
 from schemas import LocalCatalogue
+from streams.runtime.topic_reader import read_topic
 from streams.topics import CORRECTIONS, RAW
 from tests.export_files import write_delimited, write_jsonl, write_parquet, write_xlsx
 from tests.support import Broker
-from tools.cli import main, run_sync
+from tools.cli import main
+from tools.common import run_sync
 from tools.produce_commands import produce_files, source_options
 
 RUN = uuid.uuid4().hex[:8]
@@ -320,7 +323,7 @@ def test_the_encoding_can_be_given(tmp_path: Path) -> None:
     ],
 )
 def test_common_headers_map_onto_the_item_schema(header: str, field: str) -> None:
-    from connectors.column_mapping import ITEM_FIELDS
+    from connectors.files.column_mapping import ITEM_FIELDS
 
     assert resolve_columns([header], ITEM_FIELDS).columns == {header: field}
 

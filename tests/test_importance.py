@@ -1,4 +1,5 @@
-"""Permutation importance of feature groups (models/importance.py) on a model trained once (conftest)."""
+"""Permutation importance of feature groups (models/training/importance.py) on a model trained once
+(conftest)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import pandas as pd
 import pytest
 
 from models.classifier import Classifier
-from models.featurizer import FEATURE_GROUPS
-from models.importance import permutation_importance
-from models.registry import ModelRegistry
-from tools.cli import BUNDLED_DATA
+from models.features.featurizer import FEATURE_GROUPS
+from models.registry.model_registry import ModelRegistry
+from models.training.importance import permutation_importance
+from tools.common import BUNDLED_DATA
 
 
 @pytest.fixture(scope="module")

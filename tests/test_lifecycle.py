@@ -9,20 +9,20 @@ from typing import Any
 
 import pytest
 
-from models.corrections_log import CorrectionsLog
-from models.registry import ChecksumError, ModelRegistry
-from models.retraining import NoNewCorrectionsError
+from models.registry.model_registry import ChecksumError, ModelRegistry
+from models.retraining.corrections_log import CorrectionsLog
+from models.retraining.warm_start import NoNewCorrectionsError
 from schemas import AvroSerde, LocalCatalogue, now_ms
-from streams import model_events
-from streams.codes import load_code_lists
-from streams.corrections import CorrectionProcessor, correction_value
-from streams.lifecycle import SKIPPED, Coordinator
-from streams.messages import RawMessage
-from streams.model_events import ModelState
-from streams.model_follower import load_verified
+from streams.lifecycle import model_events
+from streams.lifecycle.coordinator import SKIPPED, Coordinator
+from streams.lifecycle.corrections import CorrectionProcessor, correction_value
+from streams.lifecycle.model_events import ModelState
+from streams.lifecycle.model_follower import load_verified
+from streams.pipeline.codes import load_code_lists
+from streams.pipeline.messages import RawMessage
+from streams.pipeline.validation import Validator
 from streams.settings import Settings
 from streams.topics import CORRECTIONS, REJECTED, TOPICS
-from streams.validation import Validator
 
 CATALOGUE = LocalCatalogue()
 SERDE = AvroSerde(CATALOGUE, TOPICS[CORRECTIONS].subject, TOPICS[CORRECTIONS].schema)

@@ -21,15 +21,17 @@ from typing import Any
 
 import pytest
 
-from connectors.kafka_io import produce_items, read_topic
-from models.registry import ModelRegistry
+from connectors.kafka_io import produce_items
+from models.registry.model_registry import ModelRegistry
 from schemas import LocalCatalogue
-from streams import model_events
-from streams.corrections import correction_value
+from streams.lifecycle import model_events
+from streams.lifecycle.corrections import correction_value
+from streams.runtime.topic_reader import read_topic
 from streams.topics import CLASSIFIED, CORRECTIONS, RAW, SHADOW
 from tests.lifecycle_data import adversarial_corrections, wrong_slice
 from tests.support import Broker, Worker, run_sync
-from tools.cli import BUNDLED_DATA, main
+from tools.cli import main
+from tools.common import BUNDLED_DATA
 
 SWAP_TIMEOUT = 240.0  # seconds from the corrections to a model every worker uses (training included)
 

@@ -12,18 +12,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import models
-from models.augmentation import has_service_prefix, strip_service_prefix
-from models.batch import predict_csv
+from models.batch_prediction import predict_csv
 from models.classifier import Classifier, Prediction
-from models.epoch_loop import fit_keeping_best
-from models.featurizer import Featurizer
-from models.lexical_cues import SERVICE_STEMS
-from models.registry import ChecksumError, FeaturizerMismatchError, ModelRegistry, UnknownModelError
-from models.text_normalization import normalize_words
-from models.training import build_model, train
+from models.datasets.augmentation import has_service_prefix, strip_service_prefix
+from models.datasets.builder import DEFAULT_SOURCE
+from models.features.featurizer import Featurizer
+from models.features.lexical_cues import SERVICE_STEMS
+from models.features.text_normalization import normalize_words
+from models.registry.model_registry import (
+    ChecksumError,
+    FeaturizerMismatchError,
+    ModelRegistry,
+    UnknownModelError,
+)
+from models.training.epoch_loop import fit_keeping_best
+from models.training.train import build_model, train
 
-DATA = Path(models.__file__).parent / "data" / "okpd2_labeled.csv"
+DATA = DEFAULT_SOURCE
 NAMES = [
     "Услуги по ремонту",
     "Ремонт кровли",

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from models.classifier import Classifier
-from models.registry import (
+from models.registry.model_registry import (
     ChecksumError,
     ModelRecord,
     ModelRegistry,
     NothingToRollBackError,
     UnknownModelError,
 )
-from models.training import train
+from models.training.train import train
 from tests.support import labelled_sample_csv
 from tools.cli import main
 

@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connectors.kafka_io import ensure_topic, read_topic, topic_partitions
+from connectors.kafka_io import ensure_topic, topic_partitions
 from connectors.topic_range import Bound, PartitionRange, plan_ranges, read_ranges
-from models.registry import ModelRegistry
+from models.registry.model_registry import ModelRegistry
 from schemas import LocalCatalogue
+from streams.runtime.topic_reader import read_topic
 from streams.topics import RAW, REJECTED, REPLAY_HEADER
 from tests.support import Broker, item_serde, labelled_sample_csv, make_item
 from tools import cli
-from tools.cli import run_sync
+from tools.common import run_sync
 
 PARTITIONS = 3
 PER_PARTITION = 30
@@ -202,7 +203,7 @@ def test_republish_refuses_a_target_of_another_record_type(
 
 def second_model(models_dir: Path, tmp_path: Path) -> str:
     """A quickly trained second version beside the champion (not promoted)."""
-    from models.training import train
+    from models.training.train import train
 
     data = labelled_sample_csv(tmp_path, per_label=150, seed=3)
     classifier, metrics = train(data, seed=3, max_epochs=3, progress=False, augment=False)

@@ -1,4 +1,5 @@
-"""Retraining from corrections (models/retraining.py) and the promotion rules (models/promotion.py).
+"""Retraining from corrections (models/retraining/warm_start.py) and the promotion rules
+(models/retraining/promotion.py).
 
 Real data and models: the session champion (trained on the bundled CSV), the bundled dataset as the
 reference (conftest's `reference_dataset`, built once per session in ≈3 s), `retrain` run in a "spawn"
@@ -21,12 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.corrections_log import CorrectionsLog, CorrectionsSnapshot, ReferenceSet
-from models.dataset import VALIDATION, load_manifest
-from models.feature_store import dataset_column, materialise
-from models.promotion import evaluate_gate, mcnemar_exact, shadow_verdict
-from models.registry import CHALLENGER, CHAMPION, ModelRegistry
-from models.retraining import (
+from models.datasets.builder import VALIDATION, load_manifest
+from models.registry.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+from models.retraining.corrections_log import CorrectionsLog, CorrectionsSnapshot, ReferenceSet
+from models.retraining.promotion import evaluate_gate, mcnemar_exact, shadow_verdict
+from models.retraining.warm_start import (
     NoNewCorrectionsError,
     RetrainConfig,
     balanced_sample,
@@ -38,6 +38,7 @@ from models.retraining import (
     retrain,
     validation_halves,
 )
+from models.training.feature_store import dataset_column, materialise
 from tests.lifecycle_data import adversarial_corrections, wrong_slice
 
 BASE_MS = 1_760_000_000_000

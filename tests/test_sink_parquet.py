@@ -22,15 +22,15 @@ import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from connectors.avro_columns import RecordColumns, UnsupportedSchemaError
-from connectors.parquet_sink import ERRORS_DIR, ParquetSink
-from connectors.topic_consumer import ConsumeOptions, run, topic_spec
+from connectors.sinks.avro_columns import RecordColumns, UnsupportedSchemaError
+from connectors.sinks.parquet import ERRORS_DIR, ParquetSink
+from connectors.sinks.topic_consumer import ConsumeOptions, run, topic_spec
 from schemas import LocalCatalogue
 from streams.topics import CLASSIFIED, RAW
 from tests.sink_support import DAY, classified, encoded, new_topic, produce
 from tests.support import ROOT, Broker, item_serde, make_item
 from tools import cli
-from tools.cli import run_sync
+from tools.common import run_sync
 
 
 def dataset(root: Path) -> pd.DataFrame:

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from models.registry import ModelRecord
+from models.registry.model_registry import ModelRecord
 from streams.topics import CLASSIFIED, CORRECTIONS, MODELS, SHADOW
 from tests.sink_support import DAY, classified, correction, encoded, model_event, new_topic, produce
 from tests.support import Broker
 from tools import cli
-from tools.cli import run_sync
+from tools.common import run_sync
 
 
 def ms(value: Any) -> int:
@@ -41,7 +41,7 @@ def counts(db: Path) -> dict[str, int]:
 
 
 def write_registry(root: Path) -> None:
-    """A registry index with two versions, as `models.registry.ModelRegistry` writes it."""
+    """A registry index with two versions, as `models.registry.model_registry.ModelRegistry` writes it."""
     root.mkdir(parents=True)
     versions = {}
     for n, f1 in ((1, 0.91), (2, 0.93)):

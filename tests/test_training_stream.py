@@ -1,5 +1,6 @@
-"""The offline feature store (models/feature_store.py), the chunked epoch loop (models/epoch_loop.py) and
-training from dataset directories (models/training.py). No broker needed; runs in about half a minute."""
+"""The offline feature store (models/training/feature_store.py), the chunked epoch loop
+(models/training/epoch_loop.py) and training from dataset directories (models/training/train.py). No broker
+needed; runs in about half a minute."""
 
 from __future__ import annotations
 
@@ -14,16 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-import models.feature_store as feature_store
-import models.training as training
-from models.augmentation import strip_service_prefix
-from models.dataset import DEFAULT_SOURCE, TRAIN, VALIDATION, read_source
-from models.epoch_loop import fit_chunks_keeping_best, whole_batches
-from models.feature_store import FeatureStore, dataset_column, dataset_ref, materialise, store_path
-from models.featurizer import Featurizer
-from models.registry import ModelRegistry
-from models.scale_set import BaseRow, build_scale_set
-from models.training import build_model, bundled_dataset, registry_data, train_dataset, weights_digest
+import models.training.feature_store as feature_store
+import models.training.train as training
+from models.datasets.augmentation import strip_service_prefix
+from models.datasets.builder import DEFAULT_SOURCE, TRAIN, VALIDATION, read_source
+from models.datasets.scale_set import BaseRow, build_scale_set
+from models.features.featurizer import Featurizer
+from models.registry.model_registry import ModelRegistry
+from models.training.epoch_loop import fit_chunks_keeping_best, whole_batches
+from models.training.feature_store import FeatureStore, dataset_column, dataset_ref, materialise, store_path
+from models.training.train import build_model, bundled_dataset, registry_data, train_dataset, weights_digest
 from tools.cli import main
 
 ROWS = 2400

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from streams import validation
-from streams.codes import CodeLists, load_code_lists, read_code_lists
-from streams.settings import Settings
-from streams.validation import (
+from streams.pipeline import validation
+from streams.pipeline.codes import CodeLists, load_code_lists, read_code_lists
+from streams.pipeline.validation import (
     ERROR_CODES,
     FIELDS,
     WARNING_CODES,
@@ -20,6 +19,7 @@ from streams.validation import (
     Validator,
     content_hash,
 )
+from streams.settings import Settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SCHEMA = Path(__file__).parents[1] / "schemas" / "nomenclature_item.avsc"
@@ -521,7 +521,7 @@ def test_code_lists_sanity(codes: CodeLists, validator: Validator) -> None:
     assert all(len(code) == 10 and code.isdigit() for code in codes.hs_subpositions)
     assert "RU" in codes.country_alpha2 and codes.country_alpha3["RUS"] == "RU"
     assert codes.country_numeric["020"] == "AD"
-    # the row counts recorded in streams/codes/PROVENANCE.md
+    # the row counts recorded in streams/pipeline/codes/PROVENANCE.md
     assert (len(codes.okved_codes), len(codes.hs_chapters), len(codes.hs_headings),
             len(codes.hs_subpositions), len(codes.country_alpha2)) == (2878, 97, 957, 12715, 249)
 

@@ -35,13 +35,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connectors.kafka_io import read_topic
 from schemas import AvroSerde, LocalCatalogue
-from streams.broker_quirks import fetched_end_offsets
+from streams.runtime.broker_quirks import fetched_end_offsets
+from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, TOPICS, ensure_topics
 from tools.broker import EmbeddedBroker, free_port
-from tools.cli import BUNDLED_DATA, ensure_model, run_sync
+from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
 CEILING_TOPIC = "bench.ceiling"
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def ceiling_worker(bootstrap: str, topic: str, n: int, data_dir: str, flavor: st
     """Run in a child process: a consume-only Faust agent; prints CEILING <items/s> after n records."""
     import faust
 
-    from streams import broker_quirks
+    from streams.runtime import broker_quirks
 
     broker_quirks.apply(flavor == "tansu", bootstrap)
     app = faust.App(

@@ -1,8 +1,9 @@
 """How fast the file connector reads exports: ``python -m tools.bench_files --rows 100000``.
 
 Writes N synthetic rows (Russian headers, Cyrillic names, codes) as a cp1251 semicolon CSV, an XLSX workbook
-(codes stored as numbers), a Parquet file and UTF-8 JSON lines, then reads each through `connectors.files`
-(detection, header mapping, cleaning, ids) to items, and prints rows/s per format as JSON. Nothing is sent.
+(codes stored as numbers), a Parquet file and UTF-8 JSON lines, then reads each through
+`connectors.files.source` (detection, header mapping, cleaning, ids) to items, and prints rows/s per format as
+JSON. Nothing is sent.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from connectors.files import open_source
+from connectors.files.source import open_source
 
 HEADERS = ["Код", "Наименование", "Ед. изм.", "ОКВЭД2", "ТН ВЭД", "Страна", "Признак"]
 WORDS = ["Болт", "Гайка", "Ремонт", "кровли", "Услуги", "связи", "Бумага", "офисная", "А4", "монтаж", "щётка"]

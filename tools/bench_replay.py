@@ -27,14 +27,14 @@ from aiokafka import AIOKafkaProducer
 from connectors.kafka_io import ensure_topic
 from connectors.replay import RECLASSIFY, REPUBLISH, ReplayPlan, run_replay
 from connectors.topic_range import Bound, plan_ranges
-from models.registry import ModelRegistry
+from models.registry.model_registry import ModelRegistry
 from schemas import AvroSerde, LocalCatalogue
-from streams.pipeline import Models
-from streams.scoring import Scorer, build_pipeline
+from streams.pipeline.micro_batch import Models
+from streams.pipeline.scoring import Scorer, build_pipeline
 from streams.settings import Settings
 from streams.topics import RAW, TOPICS
 from tools.broker import EmbeddedBroker
-from tools.cli import BUNDLED_DATA, ensure_model, run_sync
+from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
 SPAN_MS = 3_600_000
 START_MS = 1_790_000_000_000

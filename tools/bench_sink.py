@@ -21,9 +21,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connectors.parquet_sink import ParquetSink
-from connectors.sqlite_sink import SqliteSink
-from connectors.topic_consumer import ConsumeOptions, run, topic_spec
+from connectors.sinks.parquet import ParquetSink
+from connectors.sinks.sqlite import SqliteSink
+from connectors.sinks.topic_consumer import ConsumeOptions, run, topic_spec
 from schemas import AvroSerde, LocalCatalogue
 from streams.topics import CLASSIFIED, TOPICS
 

@@ -4,11 +4,11 @@
 
 For each size:
 
-1. a synthetic scale set of that many rows (`models.scale_set`, sampled and perturbed training names) in
-   ``<cache>/scale-<rows>-seed<seed>``, reused when present;
+1. a synthetic scale set of that many rows (`models.datasets.scale_set`, sampled and perturbed training names)
+   in ``<cache>/scale-<rows>-seed<seed>``, reused when present;
 2. its features materialised to the feature store (``<cache>/features``) in a child process, reused when
    already complete: featurisation rows/s (parquet read + featurize + parquet write) and peak RSS;
-3. training for ``--epochs`` epochs in another child process (`models.training.train_dataset`, validated
+3. training for ``--epochs`` epochs in another child process (`models.training.train.train_dataset`, validated
    on the bundled dataset's validation split): rows/s per epoch (reading chunks from the store, shuffling
    and ``partial_fit``; not the validation pass) and the child's peak RSS (``ru_maxrss`` from ``wait4``).
 
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def child_featurise(dataset: Path, features: Path, validation: Path | None) -> dict[str, Any]:
-    from models.feature_store import dataset_ref, is_complete, materialise, store_path
-    from models.featurizer import Featurizer
+    from models.features.featurizer import Featurizer
+    from models.training.feature_store import dataset_ref, is_complete, materialise, store_path
 
     featurizer = Featurizer()
     ref = dataset_ref(dataset)
@@ -58,7 +58,7 @@ def child_featurise(dataset: Path, features: Path, validation: Path | None) -> d
 def child_train(
     dataset: Path, features: Path, validation: Path | None, epochs: int, seed: int
 ) -> dict[str, Any]:
-    from models.training import train_dataset
+    from models.training.train import train_dataset
 
     _, metrics = train_dataset(
         dataset,
@@ -99,7 +99,7 @@ def run_child(args: list[str]) -> tuple[dict[str, Any], float]:
 
 
 def ensure_scale_set(cache: Path, rows: int, seed: int) -> Path:
-    from models.scale_set import build_scale_set
+    from models.datasets.scale_set import build_scale_set
 
     out = cache / f"scale-{rows}-seed{seed}"
     manifest = out / "manifest.json"
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result, ensure_ascii=False), flush=True)
         return
 
-    from models.training import bundled_dataset
+    from models.training.train import bundled_dataset
     from streams.settings import Settings
 
     cache = (Path(args.cache) if args.cache else Settings.from_env().data_dir / "bench-train").resolve()

@@ -2,7 +2,7 @@
 
 Used by development, the demo and the tests whenever ``KAFKA_BOOTSTRAP_SERVERS`` is unset.
 Storage is in memory: topics vanish when the broker stops. Its known defects and the one
-workaround the service applies are described in ``streams/broker_quirks.py``.
+workaround the service applies are described in ``streams/runtime/broker_quirks.py``.
 """
 
 from __future__ import annotations

@@ -3,122 +3,35 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
-import threading
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from streams.settings import Settings
-
-T = TypeVar("T")
-BUNDLED_DATA = Path(__file__).resolve().parent.parent / "models" / "data" / "okpd2_labeled.csv"
-SAMPLE_ITEMS = Path(__file__).resolve().parent.parent / "connectors" / "samples" / "sample_items.csv"
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion in a private thread, leaving the main thread's event loop alone."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="nomenclature-sync")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def ensure_model(settings: Settings, data: Path | None = None) -> str:
-    """The champion's version, training one if the registry has none: on the bundled dataset (built under
-    the data dir if absent), or on the labelled CSV `data`. Workers sharing a models directory that start
-    together train once: the others wait on the lock and find the champion."""
-    from models.feature_store import locked
-    from models.registry import ModelRegistry
-
-    registry = ModelRegistry(settings.models_dir)
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
-    with locked(settings.models_dir / "first-model"):
-        champion = registry.champion()
-        if champion is not None:
-            return champion.version
-        return _train_first(settings, data)
-
-
-def _train_first(settings: Settings, data: Path | None) -> str:
-    return cmd_train(
-        argparse.Namespace(
-            data=data,
-            dataset=None,
-            validation_dataset=None,
-            features=None,
-            seed=42,
-            max_epochs=None,
-            patience=None,
-            notes="trained at first start",
-        ),
-        settings,
-    )
+from tools.common import SAMPLE_ITEMS, ensure_model, operator_errors, run_sync, train_model
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> str:
-    from models.registry import ModelRegistry
-    from models.training import DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE, registry_data, train, train_dataset
-
-    options = {
-        "seed": args.seed,
-        "max_epochs": DEFAULT_MAX_EPOCHS if args.max_epochs is None else args.max_epochs,
-        "patience": DEFAULT_PATIENCE if args.patience is None else args.patience,
-    }
-    registry = ModelRegistry(settings.models_dir)
-    if args.data is not None:
-        classifier, metrics = train(Path(args.data), **options)
-        record = registry.register(classifier, metrics, Path(args.data), notes=args.notes)
-    else:
-        dataset, validation = _training_datasets(args, settings)
-        features = Path(args.features) if args.features else settings.data_dir / "features"
-        classifier, metrics = train_dataset(
-            dataset, feature_root=features, validation_dir=validation, **options
-        )
-        data_sha256, data_rows = registry_data(metrics)
-        record = registry.register(
-            classifier, metrics, dataset, notes=args.notes, data_sha256=data_sha256, data_rows=data_rows
-        )
-    keys = ("accuracy", "macro_f1", "best_epoch", "epochs_run", "rows_per_s_per_epoch", "featurize_seconds")
-    summary = {k: metrics.get(k) for k in (*keys, "train_seconds", "peak_rss_mb")}
-    summary["dataset"] = metrics.get("dataset", {}).get("version") if args.data is None else str(args.data)
-    print(
-        json.dumps(
-            {"version": record.version, "sha256": record.artifact_sha256, **summary}, ensure_ascii=False
-        )
+    return train_model(
+        settings,
+        data=args.data,
+        dataset=args.dataset,
+        validation_dataset=args.validation_dataset,
+        features=args.features,
+        seed=args.seed,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        notes=args.notes,
     )
-    return record.version
-
-
-def _training_datasets(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path | None]:
-    """(dataset to train on, dataset to validate on when it has no validation split)."""
-    from models.training import bundled_dataset, default_validation_dir
-
-    datasets_root = settings.data_dir / "datasets"
-    dataset = Path(args.dataset) if args.dataset else bundled_dataset(datasets_root)
-    if args.validation_dataset:
-        return dataset, Path(args.validation_dataset)
-    return dataset, default_validation_dir(dataset, datasets_root)
 
 
 def cmd_dataset_build(args: argparse.Namespace, settings: Settings) -> None:
     if args.input:
         _build_export_dataset(args)
         return
-    from models.dataset import DEFAULT_SEED, build_dataset, summary
+    from models.datasets.builder import DEFAULT_SEED, build_dataset, summary
 
     export_only = ("output", "csv", "mapping", "label_map", "encoding", "sheet")
     for option in export_only:
@@ -134,11 +47,10 @@ def cmd_dataset_build(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _build_export_dataset(args: argparse.Namespace) -> None:
-    from connectors.column_mapping import load_overrides
-    from connectors.files import SourceOptions
-    from connectors.labels import load_label_map
-    from models.export_dataset import build_export_dataset
-    from tools.model_commands import operator_errors
+    from connectors.files.column_mapping import load_overrides
+    from connectors.files.export_dataset import build_export_dataset
+    from connectors.files.labels import load_label_map
+    from connectors.files.source import SourceOptions
 
     if args.out or args.seed is not None:
         raise SystemExit(
@@ -164,7 +76,7 @@ def _build_export_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_dataset_scale(args: argparse.Namespace, settings: Settings) -> None:
-    from models.scale_set import build_scale_set
+    from models.datasets.scale_set import build_scale_set
 
     manifest = build_scale_set(args.rows, Path(args.out), seed=args.seed, shard_rows=args.shard_rows)
     print(json.dumps({k: v for k, v in manifest.items() if k != "shards"}, ensure_ascii=False, indent=2))
@@ -187,10 +99,10 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     import faust
 
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
     from schemas import catalogue_from_url
     from streams.app import create_app
-    from streams.model_events import read_state
+    from streams.lifecycle.model_events import read_state
     from streams.topics import ensure_topics, raw_topics
     from tools.broker import EmbeddedBroker, forget_local_tables, port_is_free
 
@@ -219,9 +131,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
-    from models.batch import predict_csv
-    from models.registry import ModelRegistry
-    from tools.model_commands import operator_errors
+    from models.batch_prediction import predict_csv
+    from models.registry.model_registry import ModelRegistry
 
     with operator_errors():
         classifier = ModelRegistry(settings.models_dir).load(args.model)
@@ -230,12 +141,12 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> None:
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
     from tools import lifecycle_commands
     from tools import model_commands as commands
 
     registry = ModelRegistry(settings.models_dir)
-    with commands.operator_errors():
+    with operator_errors():
         if args.models_command == "list":
             text = commands.list_models(registry, args.json)
         elif args.models_command == "show":
@@ -258,9 +169,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_drift(args: argparse.Namespace, settings: Settings) -> None:
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
     from tools import drift_commands
-    from tools.model_commands import operator_errors
 
     if args.drift_command == "baseline":
         with operator_errors():
@@ -278,10 +188,10 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
-    from models.registry import ModelRegistry
+    from models.registry.model_registry import ModelRegistry
     from tools import model_commands as commands
 
-    with commands.operator_errors():
+    with operator_errors():
         text = commands.evaluate(
             ModelRegistry(settings.models_dir), Path(args.input), args.model, args.json, args.worst
         )
@@ -292,7 +202,6 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
     from aiokafka.errors import KafkaError
 
     from schemas import catalogue_from_url
-    from tools.model_commands import operator_errors
     from tools.produce_commands import produce_files, source_options
 
     with operator_errors():
@@ -317,7 +226,6 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_correct(args: argparse.Namespace, settings: Settings) -> None:
     from tools import lifecycle_commands
-    from tools.model_commands import operator_errors
 
     with operator_errors():
         print(lifecycle_commands.correct(settings, args))
@@ -325,15 +233,14 @@ def cmd_correct(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_retrain(args: argparse.Namespace, settings: Settings) -> None:
     from tools import lifecycle_commands
-    from tools.model_commands import operator_errors
 
     with operator_errors():
         print(lifecycle_commands.request_retrain(settings, args.reason, args.user))
 
 
 def cmd_consume(args: argparse.Namespace, settings: Settings) -> None:
-    from connectors.kafka_io import read_topic
     from schemas import catalogue_from_url
+    from streams.runtime.topic_reader import read_topic
 
     catalogue = catalogue_from_url(settings.schema_registry_url)
 
@@ -396,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", default="")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("dataset", help="build training data (see models/data/DATASET.md)")
+    p = sub.add_parser("dataset", help="build training data (see models/datasets/data/DATASET.md)")
     dataset = p.add_subparsers(dest="dataset_command", required=True)
     p = dataset.add_parser(
         "build",

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from connectors.files import read_items
-from connectors.kafka_io import produce_items, read_topic
+from connectors.files.source import read_items
+from connectors.kafka_io import produce_items
 from schemas import Catalogue, catalogue_from_url
+from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, REJECTED
 from tools.broker import EmbeddedBroker, forget_local_tables
-from tools.cli import ensure_model, run_sync
+from tools.common import ensure_model, run_sync
 
 
 def _env(settings: Settings) -> dict[str, str]:

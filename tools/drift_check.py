@@ -31,14 +31,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from connectors.kafka_io import produce_items, read_topic
-from models.dataset import VALIDATION, read_dataset
-from models.training import bundled_dataset
+from connectors.kafka_io import produce_items
+from models.datasets.builder import VALIDATION, read_dataset
+from models.training.train import bundled_dataset
 from schemas import LocalCatalogue, to_millis
+from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import DRIFT, RAW, ensure_topics
 from tools.broker import EmbeddedBroker, free_port
-from tools.cli import ensure_model, run_sync
+from tools.common import ensure_model, run_sync
 
 WINDOW_S = 30
 _LATIN = str.maketrans(

@@ -8,8 +8,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from models.drift_baseline import DEFAULT_BINS, FEATURES, build_baseline
-from models.registry import ModelRegistry
+from models.drift.baseline import DEFAULT_BINS, FEATURES, build_baseline
+from models.registry.model_registry import ModelRegistry
 
 
 def rebuild_baseline(registry: ModelRegistry, source: Path, model: str, bins: int = DEFAULT_BINS) -> str:
@@ -18,7 +18,7 @@ def rebuild_baseline(registry: ModelRegistry, source: Path, model: str, bins: in
     The vocabulary of ``unseen_token_share`` stays the model's training vocabulary (from its current
     baseline): the reference rows say what traffic looks like, not what the model learnt.
     """
-    from connectors.files import read_items
+    from connectors.files.source import read_items
 
     current = registry.load_baseline(model)
     if current is None:

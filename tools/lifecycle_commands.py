@@ -1,10 +1,10 @@
 """What `nomenclature correct`, `nomenclature retrain` and the announcing `models` commands do.
 
 `models promote` and `models rollback` change the shared registry and then announce the change on
-``nomenclature.models``, which is what running workers follow (`streams.model_follower`). With the embedded
-broker not running there is no deployment to tell (its memory storage is gone with it, and a worker starting
-later announces the registry's champion itself), so nothing is sent. Errors an operator can fix raise
-ValueError (one-line messages through `tools.model_commands.operator_errors`).
+``nomenclature.models``, which is what running workers follow (`streams.lifecycle.model_follower`). With the
+embedded broker not running there is no deployment to tell (its memory storage is gone with it, and a worker
+starting later announces the registry's champion itself), so nothing is sent. Errors an operator can fix raise
+ValueError (one-line messages through `tools.common.operator_errors`).
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from connectors.kafka_io import produce_items, read_topic
-from models.registry import CHALLENGER, CHAMPION, ModelRegistry
+from connectors.kafka_io import produce_items
+from models.registry.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from schemas import AvroSerde, catalogue_from_url, now_ms
-from streams import model_events
-from streams.codes import load_code_lists
-from streams.corrections import CORRECTED_FIELDS, CorrectionProcessor, correction_value
-from streams.emit import partition_for
+from streams.lifecycle import model_events
+from streams.lifecycle.corrections import CORRECTED_FIELDS, CorrectionProcessor, correction_value
+from streams.pipeline.codes import load_code_lists
+from streams.pipeline.emit import partition_for
+from streams.pipeline.validation import Validator
+from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, CORRECTIONS, MODELS, lifecycle_spec
-from streams.validation import Validator
 from tools.broker import port_is_free
-from tools.cli import run_sync
+from tools.common import run_sync
 
 
 def _nobody_listens(settings: Settings) -> bool:

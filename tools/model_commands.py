@@ -1,47 +1,25 @@
 """What `nomenclature models …` and `nomenclature evaluate` print (tools/cli.py parses the arguments).
 
 Each function returns the text to print; registry and input errors become `SystemExit` with a one-line
-message (exit code 1, no traceback) through `operator_errors`.
+message (exit code 1, no traceback) through `tools.common.operator_errors`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import sklearn
 
-from models.evaluation import format_per_class, table
-from models.registry import (
-    ChecksumError,
-    FeaturizerMismatchError,
-    ModelRecord,
-    ModelRegistry,
-    NothingToRollBackError,
-    UnknownModelError,
-)
+from models.registry.model_registry import ChecksumError, ModelRecord, ModelRegistry
+from models.training.evaluation import format_per_class, table
 
 DEFAULT_TOP = 20
 # Metrics printed in their own sections of `models show`; the remaining scalars are listed as "other".
 _SECTIONED = {"n", "accuracy", "macro_f1", "avg_confidence", "per_class", "slices", "history", "dataset"}
 _SECTIONED |= {"global_importance", "train_seconds"}
-
-
-@contextlib.contextmanager
-def operator_errors() -> Iterator[None]:
-    """Turn the errors an operator can cause or fix into a one-line message and exit code 1."""
-    try:
-        yield
-    except UnknownModelError as exc:
-        raise SystemExit(f"nomenclature: {exc}; `nomenclature models list` shows the models") from None
-    except ChecksumError as exc:
-        raise SystemExit(f"nomenclature: refusing to load the model, checksum mismatch: {exc}") from None
-    except (FeaturizerMismatchError, NothingToRollBackError, ValueError, OSError) as exc:
-        raise SystemExit(f"nomenclature: {exc}") from None
 
 
 def _dumps(value: Any) -> str:
@@ -212,7 +190,7 @@ def _other_metrics(metrics: dict[str, Any]) -> str:
 
 
 def _importance(importance: dict[str, Any] | None, top: int) -> str:
-    """Permutation importance per feature group (`models.importance`), strongest first."""
+    """Permutation importance per feature group (`models.training.importance`), strongest first."""
     if not importance:
         return ""
     entries = sorted(importance.items(), key=lambda kv: -kv[1]["macro_f1_drop"])
@@ -265,7 +243,7 @@ def rollback(registry: ModelRegistry) -> str:
 
 
 def evaluate(registry: ModelRegistry, input_csv: Path, model: str, as_json: bool, worst: int) -> str:
-    from models.evaluation import evaluate_csv, format_report
+    from models.training.evaluation import evaluate_csv, format_report
 
     report = evaluate_csv(input_csv, registry.load(model), worst=worst)
     return _dumps(report) if as_json else format_report(report)

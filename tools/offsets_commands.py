@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> None:
     from connectors.group_offsets import all_partitions, describe_group, offset_rows
-    from tools.cli import run_sync
+    from tools.common import run_sync
 
     group = args.group or settings.app_id
     bootstrap = settings.bootstrap_servers
@@ -73,7 +73,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_reset(args: argparse.Namespace, settings: Settings) -> None:
-    from tools.model_commands import operator_errors
+    from tools.common import operator_errors
 
     with operator_errors():  # a bad selection is a ValueError with the reason
         reset(args, settings)
@@ -85,7 +85,7 @@ def reset(args: argparse.Namespace, settings: Settings) -> None:
     from connectors.group_offsets import GroupActiveError, commit_offsets, committed_offsets
     from connectors.topic_range import Bound, parse_bound, plan_ranges
     from streams.topics import raw_topics
-    from tools.cli import run_sync
+    from tools.common import run_sync
 
     group = args.group or settings.app_id
     bootstrap = settings.bootstrap_servers

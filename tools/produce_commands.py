@@ -3,7 +3,7 @@
 Every file is opened and its headers mapped before anything is sent, so a bad file, an unknown encoding or
 an ambiguous header stops the run with nothing published. Then the files are sent one after the other; the
 report (JSON on stdout) has, per file and in total, the rows read, records made and sent, and the skipped
-rows with their reasons (`connectors.files`).
+rows with their reasons (`connectors.files.source`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from connectors.column_mapping import CORRECTION_FIELDS, ITEM_FIELDS, load_overrides
-from connectors.files import SourceFile, SourceOptions, expand_inputs, open_source
+from connectors.files.column_mapping import CORRECTION_FIELDS, ITEM_FIELDS, load_overrides
+from connectors.files.source import SourceFile, SourceOptions, expand_inputs, open_source
 from schemas import Catalogue
 from streams.topics import CORRECTIONS, is_raw_topic
 
@@ -54,7 +54,7 @@ def produce_files(
 ) -> dict[str, Any]:
     """Send every input file's records to ``topic``; returns the report."""
     from connectors.kafka_io import produce_items
-    from tools.cli import run_sync
+    from tools.common import run_sync
 
     files = expand_inputs(inputs)
     check_sources(files, options)
@@ -96,6 +96,6 @@ def totals(reports: list[dict[str, Any]]) -> dict[str, Any]:
 def _records(source: SourceFile, topic: str) -> Iterator[dict[str, Any]]:
     if topic != CORRECTIONS:
         return source.records()
-    from streams.corrections import correction_value
+    from streams.lifecycle.corrections import correction_value
 
     return (correction_value(row) for row in source.records())

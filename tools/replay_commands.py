@@ -66,7 +66,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
-    from tools.model_commands import operator_errors
+    from tools.common import operator_errors
 
     with operator_errors():  # a bad selection or topic pair is a ValueError with the reason
         replay(args, settings)
@@ -76,16 +76,16 @@ def replay(args: argparse.Namespace, settings: Settings) -> None:
     from connectors.kafka_io import ensure_topic, topic_partitions
     from connectors.replay import RECLASSIFY, REPUBLISH, ReplayPlan, check_topics, run_replay
     from connectors.topic_range import plan_ranges
-    from streams.pipeline import Models
+    from streams.pipeline.micro_batch import Models
     from streams.topics import CLASSIFIED, RAW, REJECTED
-    from tools.cli import run_sync
+    from tools.common import run_sync
 
     mode = RECLASSIFY if args.reclassify or args.model else REPUBLISH
     scorer = models = None
     version = None
     if mode == RECLASSIFY:
-        from models.registry import ModelRegistry
-        from streams.scoring import Scorer, build_pipeline
+        from models.registry.model_registry import ModelRegistry
+        from streams.pipeline.scoring import Scorer, build_pipeline
 
         classifier = ModelRegistry(settings.models_dir).load(args.model or "champion")
         version = classifier.version

@@ -1,5 +1,6 @@
 """`nomenclature sink parquet|sqlite`: topics into a date-partitioned parquet dataset or a SQLite file
-(`connectors/parquet_sink.py`, `connectors/sqlite_sink.py`, their loop in `connectors/topic_consumer.py`)."""
+(`connectors/sinks/parquet.py`, `connectors/sinks/sqlite.py`, their loop in
+`connectors/sinks/topic_consumer.py`)."""
 
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ def _mode(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sink_parquet(args: argparse.Namespace, settings: Settings) -> None:
-    from connectors.parquet_sink import ParquetSink
-    from connectors.topic_consumer import topic_spec
+    from connectors.sinks.parquet import ParquetSink
+    from connectors.sinks.topic_consumer import topic_spec
     from schemas import catalogue_from_url
 
     with _operator_errors():
@@ -98,8 +99,8 @@ def cmd_sink_parquet(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_sink_sqlite(args: argparse.Namespace, settings: Settings) -> None:
-    from connectors.sqlite_sink import DEFAULT_TOPICS, SqliteSink
-    from models.registry import ModelRegistry
+    from connectors.sinks.sqlite import DEFAULT_TOPICS, SqliteSink
+    from models.registry.model_registry import ModelRegistry
     from schemas import catalogue_from_url
 
     with _operator_errors():
@@ -118,7 +119,7 @@ def cmd_sink_sqlite(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _options(args: argparse.Namespace, settings: Settings, group: str) -> Any:
-    from connectors.topic_consumer import ConsumeOptions
+    from connectors.sinks.topic_consumer import ConsumeOptions
 
     return ConsumeOptions(
         bootstrap=settings.bootstrap_servers,
@@ -132,7 +133,7 @@ def _options(args: argparse.Namespace, settings: Settings, group: str) -> Any:
 
 
 def _run(sink: Any, topics: list[str], options: Any) -> dict[str, Any]:
-    from connectors.topic_consumer import install_stop_signals, run
+    from connectors.sinks.topic_consumer import install_stop_signals, run
 
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
@@ -147,7 +148,7 @@ def _operator_errors() -> Iterator[None]:
     """A sink's expected failures as one line on stderr and exit status 1, not a traceback."""
     from aiokafka.errors import KafkaConnectionError
 
-    from connectors.topic_consumer import SinkError
+    from connectors.sinks.topic_consumer import SinkError
 
     try:
         yield
