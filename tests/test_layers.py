@@ -47,7 +47,7 @@ def project_modules(root: Path) -> dict[str, Path]:
     return modules
 
 
-def imports(root: Path, modules: dict[str, Path]) -> list[Import]:
+def imports(modules: dict[str, Path]) -> list[Import]:
     """Each import of one project module by another, resolved to the module it names."""
     found = []
     for name, path in modules.items():
@@ -182,7 +182,7 @@ def _where(root: Path, modules: dict[str, Path], module: str) -> str:
 def problems(root: Path) -> list[str]:
     """Every violation of the three rules in the tree under ``root``, one line each (empty: none)."""
     modules = project_modules(root)
-    found = imports(root, modules)
+    found = imports(modules)
     report = []
     for cycle, members in circles(module_edges(found)):
         files = " → ".join(_where(root, modules, m) for m in cycle)
@@ -213,7 +213,7 @@ def test_the_project_keeps_its_layers_and_has_no_import_circles() -> None:
 
 def test_every_layer_package_is_seen() -> None:
     modules = project_modules(ROOT)
-    found = imports(ROOT, modules)
+    found = imports(modules)
     assert {m.split(".")[0] for m in modules} == set(LAYERS)
     # the check is only as good as its import resolution: the wiring module's known imports are found
     targets = {i.target for i in found if i.source == "streams.app"}
@@ -294,7 +294,7 @@ def test_relative_imports_are_resolved(tmp_path: Path) -> None:
             "models/registry/store.py": "",
         },
     )
-    found = {(i.source, i.target) for i in imports(root, project_modules(root))}
+    found = {(i.source, i.target) for i in imports(project_modules(root))}
     assert found == {
         ("models.features.featurizer", "models.features.cues"),
         ("models.features.featurizer", "models.registry.store"),
