@@ -13,7 +13,9 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && rm /tmp/requirements.txt \
+    # navec's embeddings ship in the natasha wheel, whose pymorphy2 dependency breaks on Python >= 3.11
+    && pip install --no-deps natasha==1.6.0
 
 COPY . .
 RUN pip install --no-deps . \

@@ -22,6 +22,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	@# navec's Russian embeddings ship inside the natasha wheel; natasha itself needs pymorphy2, which
+	@# does not import on Python >= 3.11, so only its files are installed (models/features/language.py)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps 'natasha==1.6.0'
 	@touch $(STAMP)
 
 run: install

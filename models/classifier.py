@@ -41,13 +41,18 @@ class Prediction:
 
 
 class Classifier:
+    temperature: float = 1.0  # what classifiers pickled before calibration existed have
+
     def __init__(
         self,
         model: MLPClassifier,
         featurizer: Featurizer,
         version: str,
         featurizer_version: str | None = None,
+        temperature: float = 1.0,
     ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, not {temperature!r}")
         self.model = model
         self.featurizer = featurizer
         self.version = version
@@ -55,6 +60,9 @@ class Classifier:
         # running code) to detect a featurization change since training.
         self.featurizer_version = featurizer_version or featurizer.version
         self.labels: list[str] = [str(label) for label in model.classes_]
+        # Temperature scaling fitted on held-out rows (`models.training.calibration`): the output layer's
+        # logits are divided by it, so every probability this classifier gives is the calibrated one.
+        self.temperature = float(temperature)
 
     @property
     def net(self) -> SimpleNamespace:
@@ -64,15 +72,21 @@ class Classifier:
         by size), so one item scored in two different micro-batches could differ in the 7th digit. The
         sparse first layer computes each row on its own (deterministic) and stays float32, the fast
         part; the dense layers run in float64 and outputs are rounded to ROUND_DIGITS, so a re-delivered
-        item gets the same output as the first time.
+        item gets the same output as the first time. The output layer is divided by the temperature.
         """
         net = self.__dict__.get("_net")
         if net is None:
             model = self.model
+            coefs = [model.coefs_[0]] + [np.asarray(c, dtype=np.float64) for c in model.coefs_[1:]]
+            intercepts = [model.intercepts_[0]] + [
+                np.asarray(b, dtype=np.float64) for b in model.intercepts_[1:]
+            ]
+            if self.temperature != 1.0:
+                coefs[-1] = coefs[-1] / self.temperature
+                intercepts[-1] = intercepts[-1] / self.temperature
             net = self.__dict__["_net"] = SimpleNamespace(
-                coefs_=[model.coefs_[0]] + [np.asarray(c, dtype=np.float64) for c in model.coefs_[1:]],
-                intercepts_=[model.intercepts_[0]]
-                + [np.asarray(b, dtype=np.float64) for b in model.intercepts_[1:]],
+                coefs_=coefs,
+                intercepts_=intercepts,
                 activation=model.activation,
                 out_activation_=model.out_activation_,
             )
@@ -93,7 +107,10 @@ class Classifier:
         return cache
 
     def __repr__(self) -> str:
-        return f"Classifier(version={self.version!r}, featurizer_version={self.featurizer_version!r})"
+        return (
+            f"Classifier(version={self.version!r}, featurizer_version={self.featurizer_version!r}, "
+            f"temperature={self.temperature!r})"
+        )
 
     def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
         """Class probabilities (n, n_classes) in the order of `labels`."""
@@ -145,39 +162,83 @@ class Classifier:
         """Probabilities of each item and of each of its occlusion variants.
 
         A variant's counts are the item's minus the part's contribution, re-normalised per block as
-        `transform` does. The first layer is linear, so a variant's is the item's product with W1 minus
-        the part's (a few dozen columns) and its block norms follow from the part's columns alone,
-        instead of a full product per variant. The item's own probabilities come from the same
-        arithmetic, so a part that changes nothing weighs exactly 0.
+        `transform` does. The first layer is linear, so a variant's is the item's, with each block the part
+        touches replaced by (the item's block product − the part's) / the variant's block norm: a word
+        touches the text block, its vector's blocks and, as the head word, the head blocks; a field its
+        block. Block norms follow from the part's columns alone. The item's own first layer comes from the
+        same arithmetic, so a part that changes nothing weighs exactly 0.
         """
         net = self.net
-        n_text = self.featurizer.n_text_features
-        counts, parts, owner = occlusions.counts, occlusions.contributions, occlusions.owner
-        item_text, item_field = _block_products(counts, net.coefs_[0], n_text)
-        part_text, part_field = _block_products(parts, net.coefs_[0], n_text)
-        item_squares = _block_sums(counts, n_text, np.square(counts.data, dtype=np.float64))
-        # (c − d)² − c² over the part's columns, with c the owner item's count there
+        featurizer = self.featurizer
+        weights = net.coefs_[0]
+        n_sparse = featurizer.n_sparse
+        n_hashed = int((featurizer.block_starts < n_sparse).sum())  # the blocks of hashed columns
+        dense_blocks = [
+            (int(a) - n_sparse, int(b) - n_sparse)
+            for a, b in zip(
+                featurizer.block_starts[n_hashed:],
+                [*featurizer.block_starts[n_hashed + 1 :], featurizer.width],
+                strict=True,
+            )
+        ]
+        counts, item_dense = _split_dense(occlusions.counts, n_sparse)
+        parts, part_dense = _split_dense(occlusions.contributions, n_sparse)
+        owner = occlusions.owner
+        dense_weights = np.asarray(weights[n_sparse:], dtype=np.float64)
+
+        # per block: the items' products and squared norms; the parts touching it, their products and the
+        # variants' squared norms
+        item_products = _block_products(counts, weights, featurizer, n_hashed)
+        item_squares = _block_sums(counts, featurizer, n_hashed, np.square(counts.data, dtype=np.float64))
         part_rows = np.repeat(np.arange(parts.shape[0]), np.diff(parts.indptr))
+        part_blocks = featurizer.block_of(parts.indices)
+        # (c − d)² − c² over the part's columns, with c the owner item's count there
         c = _values_at(counts, owner[part_rows], parts.indices)
         d = parts.data.astype(np.float64)
-        variant_squares = item_squares[owner] + _block_sums(parts, n_text, d * d - 2 * c * d)
+        square_change = _block_sums(parts, featurizer, n_hashed, d * d - 2 * c * d)
+        touched: list[np.ndarray] = []
+        part_products: list[np.ndarray] = []
+        variant_squares: list[np.ndarray] = []
+        for block in range(n_hashed):
+            rows = np.unique(part_rows[part_blocks == block])
+            touched.append(rows)
+            part_products.append(_rows_product(parts, rows, part_blocks == block, weights))
+            variant_squares.append(item_squares[owner[rows], block] + square_change[rows, block])
+        for a, b in dense_blocks:
+            item_products.append(item_dense[:, a:b] @ dense_weights[a:b])
+            item_squares = np.column_stack([item_squares, np.square(item_dense[:, a:b]).sum(axis=1)])
+            rows = np.flatnonzero(part_dense[:, a:b].any(axis=1))
+            touched.append(rows)
+            part_products.append(part_dense[rows, a:b] @ dense_weights[a:b])
+            remaining = item_dense[owner[rows], a:b] - part_dense[rows, a:b]
+            variant_squares.append(np.square(remaining).sum(axis=1))
 
-        def first_layer(text: np.ndarray, field: np.ndarray, squares: np.ndarray) -> np.ndarray:
-            norms = np.sqrt(np.maximum(squares, 0.0))
-            norms[norms < 1e-9] = 1.0  # an empty block contributes nothing
-            return text / norms[:, :1] + field / norms[:, 1:] + net.intercepts_[0]
-
-        base = forward_from_first_layer(net, first_layer(item_text, item_field, item_squares))[1]
+        # float32 from here: elementwise, so as deterministic, and half the memory traffic of float64
+        inverse = (1.0 / _norms(item_squares)).astype(np.float32)
+        products = [np.asarray(product, dtype=np.float32) for product in item_products]
+        first = net.intercepts_[0].astype(np.float32) + products[0] * inverse[:, :1]
+        for k in range(1, len(products)):
+            first += products[k] * inverse[:, k : k + 1]
+        variant_first = first[owner]
+        for k, rows in enumerate(touched):
+            if not len(rows):
+                continue
+            # (I − P) / n_variant − I / n_item = I · (1/n_variant − 1/n_item) − P / n_variant
+            items = owner[rows]
+            variant_inverse = (1.0 / _norms(variant_squares[k])).astype(np.float32)
+            change = products[k][items]
+            change *= (variant_inverse - inverse[items, k])[:, None]
+            part = np.asarray(part_products[k], dtype=np.float32)
+            part *= variant_inverse[:, None]
+            change -= part
+            if len(rows) == len(owner):
+                variant_first += change
+            else:
+                variant_first[rows] += change  # rows are distinct
+        base = forward_from_first_layer(net, first)[1]
         variants = [
-            forward_from_first_layer(
-                net,
-                first_layer(
-                    item_text[owner[s]] - part_text[s],
-                    item_field[owner[s]] - part_field[s],
-                    variant_squares[s],
-                ),
-            )[1]
-            for s in (slice(start, start + FORWARD_ROWS) for start in range(0, len(owner), FORWARD_ROWS))
+            forward_from_first_layer(net, variant_first[start : start + FORWARD_ROWS])[1]
+            for start in range(0, len(owner), FORWARD_ROWS)
         ]
         empty = np.zeros((0, len(self.labels)))
         return np.round(base, ROUND_DIGITS), np.round(np.vstack(variants or [empty]), ROUND_DIGITS)
@@ -219,22 +280,64 @@ class Classifier:
         return [list(found) for found in results]  # type: ignore[arg-type]
 
 
-def _block_products(counts: sp.csr_matrix, weights: np.ndarray, n_text: int) -> tuple[np.ndarray, np.ndarray]:
-    """(text block @ its weights, field block @ its weights) in float64, without slicing the matrix."""
-    in_field = counts.indices >= n_text
-    field = sp.csr_matrix(
-        (np.where(in_field, counts.data, 0), counts.indices.copy(), counts.indptr.copy()), shape=counts.shape
-    )
-    field.eliminate_zeros()
-    field_product = np.asarray(field @ weights, dtype=np.float64)
-    return np.asarray(counts @ weights, dtype=np.float64) - field_product, field_product
-
-
-def _block_sums(counts: sp.csr_matrix, n_text: int, values: np.ndarray) -> np.ndarray:
-    """Per row, the sum of `values` (one per stored entry) over the text block and over the field block."""
+def _block_products(
+    counts: sp.csr_matrix, weights: np.ndarray, featurizer: Featurizer, n_blocks: int
+) -> list[np.ndarray]:
+    """Each block of the rows @ its weights, in float64: each stored entry is multiplied once."""
+    blocks = featurizer.block_of(counts.indices)
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-    keys = rows * 2 + (counts.indices >= n_text)
-    return np.bincount(keys, weights=values, minlength=2 * counts.shape[0]).reshape(-1, 2)
+    products = []
+    for block in range(n_blocks):
+        mask = blocks == block
+        indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows[mask], minlength=counts.shape[0]), out=indptr[1:])
+        part = sp.csr_matrix((counts.data[mask], counts.indices[mask], indptr), shape=counts.shape)
+        products.append(np.asarray(part @ weights, dtype=np.float64))
+    return products
+
+
+def _norms(squares: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.maximum(squares, 0.0))
+    norms[norms < 1e-6] = 1.0  # an empty block contributes nothing
+    return norms
+
+
+def _rows_product(
+    matrix: sp.csr_matrix, rows: np.ndarray, entries: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """(the `rows` of `matrix`, keeping only its stored `entries` (a mask)) @ weights, in float64."""
+    row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    position = np.full(matrix.shape[0], -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    keep = entries & (position[row_of] >= 0)
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(position[row_of[keep]], minlength=len(rows)), out=indptr[1:])
+    sub = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=(len(rows), matrix.shape[1]))
+    return np.asarray(sub @ weights, dtype=np.float64)
+
+
+def _split_dense(matrix: sp.csr_matrix, n_sparse: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(the hashed columns as CSR of the same shape, the columns from `n_sparse` on as a float64 array)."""
+    dense_entries = matrix.indices >= n_sparse
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    dense = np.zeros((matrix.shape[0], matrix.shape[1] - n_sparse), dtype=np.float64)
+    dense[rows[dense_entries], matrix.indices[dense_entries] - n_sparse] = matrix.data[dense_entries]
+    if not dense_entries.any():
+        return matrix, dense
+    keep = ~dense_entries
+    indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=matrix.shape[0]), out=indptr[1:])
+    hashed = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+    return hashed, dense
+
+
+def _block_sums(
+    counts: sp.csr_matrix, featurizer: Featurizer, n_blocks: int, values: np.ndarray
+) -> np.ndarray:
+    """Per row and block, the sum of `values` (one per stored entry) over the block: (rows, n_blocks)."""
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    keys = rows * n_blocks + featurizer.block_of(counts.indices)
+    return np.bincount(keys, weights=values, minlength=n_blocks * counts.shape[0]).reshape(-1, n_blocks)
 
 
 def _values_at(matrix: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from models.features.featurizer import FEATURE_GROUPS, Featurizer
+from models.features.language import EMBEDDING_DIMS, language
 from models.features.lexical_cues import SERVICE_STEMS, word_cues
 from models.features.text_normalization import normalize_text
 
@@ -55,11 +56,15 @@ def test_lexical_cues() -> None:
 def test_transform_shape_dtype_and_normalisation(featurizer: Featurizer) -> None:
     features = featurizer.transform(ITEMS)
     assert isinstance(features, sp.csr_matrix)
-    assert features.shape == (len(ITEMS), 4096)
+    assert features.shape == (len(ITEMS), featurizer.width) == (len(ITEMS), 4096 + 256 + 2 * EMBEDDING_DIMS)
     assert features.dtype == np.float32
     text_block = features[:, : featurizer.n_text_features]
     np.testing.assert_allclose(sp.linalg.norm(text_block, axis=1), 1.0, rtol=1e-5)
-    assert features[:, featurizer.n_text_features :].nnz == 0  # no structured fields given
+    assert features[:, featurizer.n_text_features : featurizer.n_features].nnz == 0  # no structured fields
+    head, head_vector, summed = featurizer.block_starts[2:]
+    assert (head, summed - head_vector) == (4096, EMBEDDING_DIMS)
+    for block in (features[:, head:head_vector], features[:, head_vector:summed], features[:, summed:]):
+        np.testing.assert_allclose(sp.linalg.norm(block, axis=1), 1.0, rtol=1e-5)  # each block unit-length
 
 
 def test_transform_is_deterministic_across_instances(featurizer: Featurizer) -> None:
@@ -123,12 +128,13 @@ def test_full_name_adds_words(featurizer: Featurizer) -> None:
     assert longer.nnz > name_only.nnz
     assert other.nnz > name_only.nnz
     segments, _, _ = featurizer.occlusion_key({"name": "Ремонт кровли", "full_name": "Кровельные работы"})
-    assert segments == (("ремонт", "кровли"), ("кровельные", "работы"))
+    # (word, role): the first noun of each segment's first part heads it
+    assert segments == ((("ремонт", 1), ("кровли", 0)), (("кровельные", 0), ("работы", 1)))
 
 
 def test_empty_item_gives_zero_row(featurizer: Featurizer) -> None:
     features = featurizer.transform([{"id": "x", "name": None}, {"id": "y", "name": "  ,. "}])
-    assert features.shape == (2, 4096)
+    assert features.shape == (2, featurizer.width)
     assert features.nnz == 0
     occlusions = featurizer.occlusions([{"id": "x", "name": None}])
     assert occlusions.parts == [[]] and occlusions.contributions.shape[0] == 0
@@ -140,11 +146,25 @@ def test_a_words_contribution_is_everything_it_adds_to_the_counts(featurizer: Fe
     assert occlusions.parts == [["услуги", "по", "ремонту", "кровли", "unit=усл. ед."]]
     counts = occlusions.counts.toarray()[0]
     contributions = occlusions.contributions.toarray()
-    assert (contributions <= counts).all()
+    sparse, fields_end = featurizer.n_sparse, featurizer.n_features
+    assert (contributions[:, :sparse] <= counts[:sparse]).all()
     # the words' shares cover the text block (a bigram is in both of its words' shares), the field the rest
     text = featurizer.n_text_features
-    assert set(np.flatnonzero(contributions[:4].sum(axis=0))) == set(np.flatnonzero(counts[:text]))
-    assert set(np.flatnonzero(contributions[4])) == set(np.flatnonzero(counts[text:]) + text)
+    assert set(np.flatnonzero(contributions[:4, :text].sum(axis=0))) == set(np.flatnonzero(counts[:text]))
+    assert set(np.flatnonzero(contributions[4])) == set(np.flatnonzero(counts[text:fields_end]) + text)
+    # the head word "услуги" holds the head block; the words' vectors add up to the summed-embedding block;
+    # the field has neither
+    head_block = set(np.flatnonzero(counts[fields_end:sparse]) + fields_end)
+    assert featurizer._head_column("w:услуги") in head_block
+    assert head_block == set(np.flatnonzero(contributions[0, fields_end:sparse]) + fields_end)
+    summed = slice(featurizer.block_starts[-1], None)
+    np.testing.assert_allclose(contributions[:4, summed].sum(axis=0), counts[summed], atol=1e-5)
+    assert not contributions[4, sparse:].any()
+    # "услуги" heads the first part, "кровли" the second: each contributes its head-noun features
+    assert featurizer._text_column("n1:lemma:услуга") in set(np.flatnonzero(contributions[0]))
+    assert featurizer._text_column("n2:lemma:кровля") in set(np.flatnonzero(contributions[3]))
+    head_vector = slice(featurizer.block_starts[-2], featurizer.block_starts[-1])
+    np.testing.assert_allclose(contributions[0, head_vector], counts[head_vector])
     remont = set(np.flatnonzero(contributions[2]))
     assert {featurizer._text_column("c:svc"), featurizer._text_column("w:ремонту")} <= remont
     assert featurizer._text_column("g: ре") in remont
@@ -156,7 +176,7 @@ def test_leaving_a_middle_word_out_keeps_its_neighbours_apart(featurizer: Featur
     occlusions = featurizer.occlusions([{"name": "Ремонт кровли здания"}])
     remaining = occlusions.counts - occlusions.contributions[1]
     assert remaining[0, featurizer._text_column("b:ремонт здания")] == 0
-    assert remaining.min() >= 0
+    assert remaining[:, : featurizer.n_features].min() >= 0
 
 
 def test_occlusion_parts_are_name_words_then_fields(featurizer: Featurizer) -> None:
@@ -200,3 +220,57 @@ def test_pickle_round_trip(featurizer: Featurizer) -> None:
     assert restored.version == featurizer.version
     assert restored._words == {}  # caches are not persisted
     assert (restored.transform(ITEMS) != featurizer.transform(ITEMS)).nnz == 0
+
+
+def test_inflected_forms_share_their_lemma(featurizer: Featurizer) -> None:
+    one, other = featurizer.transform([{"name": "Замена колодки"}, {"name": "Замена колодок"}])
+    lemma = featurizer._text_column("l:колодка")
+    assert one[0, lemma] > 0 and other[0, lemma] > 0
+    assert (
+        featurizer._text_column("w:колодки") in one.indices
+        and featurizer._text_column("w:колодки") not in other.indices
+    )
+
+
+@pytest.mark.parametrize(
+    ("noun", "suffix"),
+    [("промывка", "ка"), ("окрашивание", "ание"), ("составление", "ение"), ("снятие", "тие"),
+     ("консультация", "ация"), ("монтаж", "аж"), ("замена", "а"), ("ремонт", "")],
+)  # fmt: skip
+def test_verbal_nouns_come_from_the_dictionary(noun: str, suffix: str) -> None:
+    analysis = language().analyse(noun)
+    assert analysis.pos == "NOUN" and analysis.verbal_suffix == suffix
+
+
+@pytest.mark.parametrize("noun", ["кабель", "телевизор", "молоко", "стол", "колодка", "холодильник"])
+def test_nouns_of_things_are_not_verbal(noun: str) -> None:
+    assert language().analyse(noun).verbal_suffix is None
+
+
+def test_verbal_head_noun_is_a_feature(featurizer: Featurizer) -> None:
+    features = featurizer.transform([{"name": "Промывка инжектора"}, {"name": "Инжектор дизельный"}])
+    verbal = featurizer._text_column("n1:verbal:True")
+    assert features[0, verbal] > 0 and features[1, verbal] == 0
+    assert features[1, featurizer._text_column("n1:verbal:False")] > 0
+
+
+def test_unseen_words_get_embeddings_near_their_kind(featurizer: Featurizer) -> None:
+    """The head-word block of two action nouns is closer than of an action noun and a thing."""
+    rows = featurizer.transform([{"name": "Покраска"}, {"name": "Стрижка"}, {"name": "Телевизор"}])
+    head = rows[:, featurizer.block_starts[-2] : featurizer.block_starts[-1]].toarray()
+    assert head[0] @ head[1] > head[0] @ head[2]
+
+
+def test_without_language_knowledge_the_blocks_are_gone() -> None:
+    plain = Featurizer(morphology=False, embeddings=False)
+    assert plain.width == plain.n_features == plain.n_sparse and plain.version != Featurizer().version
+    assert plain.transform(ITEMS).shape == (len(ITEMS), 4096)
+
+
+def test_the_head_word_keeps_its_weight_in_a_long_name(featurizer: Featurizer) -> None:
+    short, long = featurizer.transform(
+        [{"name": "Монтаж багета"}, {"name": "Монтаж полиуретанового потолочного багета шириной до 100мм"}]
+    )
+    column = featurizer._head_column("w:монтаж")
+    assert short[0, column] == pytest.approx(long[0, column])
+    assert short[0, featurizer._text_column("w:монтаж")] > long[0, featurizer._text_column("w:монтаж")]

@@ -39,8 +39,10 @@ def test_every_group_is_scored_and_absent_ones_are_flagged(
     assert set(importance) == set(FEATURE_GROUPS)
     assert not importance["okved_code"]["present"] and importance["okved_code"]["macro_f1_drop"] == 0
     assert importance["unit"]["present"]
-    # the text carries the decision: scrambling character n-grams across items must hurt a lot
-    assert importance["char_ngrams"]["macro_f1_drop"] > 0.1
+    # the text carries the decision: scrambling character n-grams, or the embeddings, across items hurts
+    # (less than with n-grams alone: lemmas, the head block and embeddings carry much of the same)
+    assert importance["char_ngrams"]["macro_f1_drop"] > 0.02
+    assert importance["embeddings"]["macro_f1_drop"] > 0.02
     drops = [v["macro_f1_drop"] for v in importance.values()]
     assert drops == sorted(drops, reverse=True)
 

@@ -294,13 +294,13 @@ def test_a_challenger_worse_on_the_reference_is_not_promoted(
     cli_env(monkeypatch, fresh_broker, shared_models, app_id)
     worker = lifecycle_worker(fresh_broker, tmp_path, shared_models, app_id, **env)
     champion = ModelRegistry(shared_models).get("champion").version
-    taught = adversarial_corrections(1500, seed=3, prefix="adv")
+    taught = adversarial_corrections(4000, seed=3, prefix="adv")
     # names it was taught, under new ids: the worse challenger calls them services, the champion products
     shadowed = [{**item, "id": f"again-{item['id']}"} for item in taught[:60]]
     try:
         worker.start().wait_ready()
         publish(fresh_broker, CORRECTIONS, corrections_of(taught))
-        wait_until("the corrections accepted", lambda: accepted(worker) >= 1500, 60, [worker])
+        wait_until("the corrections accepted", lambda: accepted(worker) >= len(taught), 60, [worker])
         main(["retrain", "--reason", "a test asks", "--user", "qa"])
         assert f"retraining requested of app {app_id!r}" in capsys.readouterr().out
         challenger = wait_until("a challenger in shadow", lambda: serving(worker)[1], SWAP_TIMEOUT, [worker])

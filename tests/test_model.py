@@ -98,7 +98,9 @@ def test_training_on_a_subset_reaches_high_macro_f1(trained: tuple[Classifier, d
     assert classifier.featurizer_version == Featurizer().version
     assert not hasattr(classifier.model, "_optimizer") and not hasattr(classifier.model, "_best_coefs")
     # Input columns never seen in training (the structured-field block among them) carry no weight.
-    field_block = classifier.model.coefs_[0][classifier.featurizer.n_text_features :]
+    field_block = classifier.model.coefs_[0][
+        classifier.featurizer.n_text_features : classifier.featurizer.n_features
+    ]
     assert not field_block.any()
     assert metrics["untrained_input_columns"] >= classifier.featurizer.n_field_features
 
@@ -244,7 +246,7 @@ def test_registry_round_trip(tmp_path: Path, classifier: Classifier, subset_csv:
     assert record.data_rows["total"] == 2000
     assert record.data_rows["product"] + record.data_rows["service"] == 2000
     assert record.metrics == {"macro_f1": 0.97}
-    assert (tmp_path / "registry" / classifier.version / "model.joblib").is_file()
+    assert (tmp_path / "registry" / classifier.version / "model.npz").is_file()
     index = json.loads((tmp_path / "registry" / "registry.json").read_text())
     assert index["aliases"] == {"champion": classifier.version}
     assert index["versions"][classifier.version]["artifact_sha256"] == record.artifact_sha256

@@ -190,7 +190,7 @@ def test_the_challenger_is_registered_with_its_gate_and_baseline_but_no_alias(
 def test_corrections_against_the_reference_fail_the_gate_on_the_reference(
     models_dir: Path, tmp_path: Path, reference_dataset: Path, feature_root: Path, pool: ProcessPoolExecutor
 ) -> None:
-    snapshot = log_corrections(tmp_path / "corrections", adversarial_corrections(1500, seed=2))
+    snapshot = log_corrections(tmp_path / "corrections", adversarial_corrections(4000, seed=2))
     config = config_for(models_dir, tmp_path / "corrections", reference_dataset, feature_root)
     summary = pool.submit(retrain, config, snapshot.path, "test: adversarial", "cycle-adv").result()
     gate = summary["gate"]

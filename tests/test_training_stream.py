@@ -162,8 +162,9 @@ def test_a_complete_store_is_reused_and_a_partial_one_rebuilt(
     with pytest.raises(FileNotFoundError):
         FeatureStore(tmp_path / "missing")
 
-    other = materialise(dataset_dir, tmp_path, Featurizer(n_features=2048, n_field_features=128))
-    assert other.path.parent != first.path.parent and other.n_features == 2048
+    narrow = Featurizer(n_features=2048, n_field_features=128)
+    other = materialise(dataset_dir, tmp_path, narrow)
+    assert other.path.parent != first.path.parent and other.n_features == narrow.width == 2048 + 256 + 64
 
 
 def test_a_scale_set_is_versioned_by_its_manifest(tmp_path: Path) -> None:
@@ -269,7 +270,8 @@ def test_training_from_a_dataset_reports_slices_speed_and_memory(trained: tuple[
     assert metrics["dataset"]["featurizer_version"] == classifier.featurizer_version
     sha, rows = registry_data(metrics)
     assert sha == f"sha{ROWS}" and rows["total"] == ROWS == rows["product"] + rows["service"]
-    assert not classifier.model.coefs_[0][classifier.featurizer.n_text_features :].any()
+    featurizer = classifier.featurizer
+    assert not classifier.model.coefs_[0][featurizer.n_text_features : featurizer.n_features].any()  # fields
     assert not hasattr(classifier.model, "_optimizer")
 
 

@@ -19,6 +19,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> str:
         data=args.data,
         dataset=args.dataset,
         validation_dataset=args.validation_dataset,
+        extra=args.extra,
         features=args.features,
         seed=args.seed,
         max_epochs=args.max_epochs,
@@ -280,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "worker", help="run a stream worker (starts the embedded broker if none is configured)"
     )
-    p.add_argument("--train-if-missing", action="store_true", help="train a model first if there is none")
+    p.add_argument(
+        "--train-if-missing",
+        action="store_true",
+        help="if the registry has no model: register the shipped default one (or train one if it is stale)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("train", help="train the MLP on a dataset (default: the bundled one) and register it")
@@ -295,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation-dataset",
         help="validation rows for a dataset without any (default for a scale set: the bundled dataset it "
         "was sampled from)",
+    )
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="CSV|DIR",
+        help="labelled name,label CSV (a directory: its *.csv) trained on beside the dataset, 15%% of its "
+        "rows kept for validation; repeatable (e.g. --extra ../shared/data/train)",
     )
     p.add_argument("--features", help="feature store root (default: <NOMENCLATURE_DATA_DIR>/features)")
     p.add_argument("--seed", type=int, default=42)
@@ -315,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, help="bundled dataset: split seed (default 42)")
     p.add_argument(
-        "--input", nargs="+", metavar="FILE|DIR",
+        "--input",
+        nargs="+",
+        metavar="FILE|DIR",
         help="labelled exports (CSV, TSV, XLSX, Parquet, JSONL; directories read recursively) instead",
     )
     p.add_argument("--output", metavar="PARQUET", help="with --input: the dataset file (summary beside it)")
@@ -393,13 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
         "produce", help="publish the rows of CSV, TSV, XLSX, Parquet or JSONL exports as Avro records"
     )
     p.add_argument(
-        "--input", required=True, nargs="+", metavar="FILE|DIR",
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="FILE|DIR",
         help="files, or directories whose files of those formats are read (recursively, sorted)",
     )
     p.add_argument("--topic", default=RAW, help=f"{RAW}[.<source>], or nomenclature.corrections")
     p.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
     p.add_argument(
-        "--mapping", metavar="JSON",
+        "--mapping",
+        metavar="JSON",
         help='header overrides: {"Column in the file": "schema_field" | null (ignore it)}',
     )
     p.add_argument("--encoding", help="text files' encoding (default: detected; e.g. cp1251, cp866, utf-16)")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,19 +63,48 @@ def operator_errors() -> Iterator[None]:
 
 
 def ensure_model(settings: Settings, data: Path | None = None) -> str:
-    """The champion's version, training one if the registry has none: on the bundled dataset (built under
-    the data dir if absent), or on the labelled CSV `data`. Workers sharing a models directory that start
-    together train once: the others wait on the lock and find the champion."""
-    from models.registry.model_registry import ModelRegistry
+    """The champion's version. A registry without one gets the shipped default model (models/default/),
+    or, with the labelled CSV `data` or when the featurizer code changed since the shipped model was built,
+    a model trained now (on `data` or the bundled dataset). A champion the running featurizer code cannot
+    serve (trained before a featurizer change) is replaced the same way, and stays in the registry. Workers
+    sharing a models directory that start together install or train once: the others wait on the lock and
+    find the champion."""
+    import logging
+
+    from models.registry import default_model
+    from models.registry.model_registry import FeaturizerMismatchError, ModelRegistry
     from models.training.feature_store import locked
 
+    log = logging.getLogger(__name__)
     registry = ModelRegistry(settings.models_dir)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     with locked(settings.models_dir / "first-model"):
         champion = registry.champion()
         if champion is not None:
-            return champion.version
-        return train_model(settings, data=data, seed=42, notes="trained at first start")
+            try:
+                registry.load(champion.version)
+                return champion.version
+            except FeaturizerMismatchError as exc:
+                log.warning("the champion cannot serve, replacing it: %s", exc)
+        if data is None:
+            shipped = default_model.shipped()
+            if shipped is not None and shipped.matches_code:
+                version = shipped.record["version"]
+                known = {record.version for record in registry.list()}
+                if version not in known:
+                    default_model.install(registry)
+                if champion is not None:
+                    registry.promote(version)
+                return version
+            log.warning(
+                "no shipped default model matches the running featurizer code (models/default/ is missing, "
+                "or the featurizer changed since it was built: python -m tools.build_default_model rebuilds "
+                "it); training one on the bundled dataset"
+            )
+        version = train_model(settings, data=data, seed=42, notes="trained at first start")
+        if champion is not None:
+            registry.promote(version)
+        return version
 
 
 def train_model(
@@ -84,6 +113,7 @@ def train_model(
     data: Path | None = None,
     dataset: Path | None = None,
     validation_dataset: Path | None = None,
+    extra: Sequence[Path] = (),
     features: Path | None = None,
     seed: int = 42,
     max_epochs: int | None = None,
@@ -91,7 +121,8 @@ def train_model(
     notes: str | None = None,
 ) -> str:
     """`nomenclature train`: train on the CSV `data` or on a dataset directory (default: the bundled
-    dataset), register the model, print a JSON summary and return the version."""
+    dataset) with the `extra` labelled CSVs beside it, register the model, print a JSON summary and return
+    the version."""
     from models.registry.model_registry import ModelRegistry
     from models.training.train import (
         DEFAULT_MAX_EPOCHS,
@@ -107,11 +138,17 @@ def train_model(
         "patience": DEFAULT_PATIENCE if patience is None else patience,
     }
     registry = ModelRegistry(settings.models_dir)
+    if data is not None and extra:
+        raise ValueError("--extra goes with a dataset (the bundled one by default), not with --data")
     if data is not None:
         classifier, metrics = train(Path(data), **options)
         record = registry.register(classifier, metrics, Path(data), notes=notes)
     else:
         dataset, validation = _training_datasets(settings, dataset, validation_dataset)
+        if extra:
+            from models.datasets.extra_sources import extended_dataset
+
+            dataset = extended_dataset(dataset, extra, settings.data_dir / "datasets", seed=seed)
         feature_root = Path(features) if features else settings.data_dir / "features"
         classifier, metrics = train_dataset(
             dataset, feature_root=feature_root, validation_dir=validation, **options

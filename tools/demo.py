@@ -1,4 +1,4 @@
-"""``make run``: embedded broker, a model (trained at first start), a worker, sample items, results."""
+"""``make run``: embedded broker, a model (the shipped default one), a worker, sample items, results."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from models.training.evaluation import format_per_class, table
 DEFAULT_TOP = 20
 # Metrics printed in their own sections of `models show`; the remaining scalars are listed as "other".
 _SECTIONED = {"n", "accuracy", "macro_f1", "avg_confidence", "per_class", "slices", "history", "dataset"}
-_SECTIONED |= {"global_importance", "train_seconds"}
+_SECTIONED |= {"global_importance", "train_seconds", "ece", "confident_accuracy", "calibration"}
 
 
 def _dumps(value: Any) -> str:
@@ -154,9 +154,21 @@ def _overall(metrics: dict[str, Any]) -> str:
         ("accuracy", "accuracy"),
         ("macro_f1", "macro-F1"),
         ("avg_confidence", "avg confidence"),
+        ("ece", "ECE"),
+        ("confident_accuracy", "accuracy at confidence ≥ 0.95"),
     ]
     present = [f"{label} {_fmt(metrics[key])}" for key, label in keys if key in metrics]
-    return "validation: " + "   ".join(present) if present else "no metrics recorded"
+    if not present:
+        return "no metrics recorded"
+    lines = ["validation: " + "   ".join(present)]
+    calibration = metrics.get("calibration")
+    if calibration:
+        lines.append(
+            f"calibration: temperature {_fmt(calibration['temperature'])} fitted on the "
+            f"{calibration['fitted_on']}, ECE {_fmt(calibration['ece_before'])} → "
+            f"{_fmt(calibration['ece_after'])}"
+        )
+    return "\n".join(lines)
 
 
 def _slices(slices: dict[str, Any] | None) -> str:

@@ -3,13 +3,23 @@
 Text is the name, plus full_name when it adds words (full_name alone when it contains the name). Text
 features: word unigrams, word bigrams (within name or full_name, never across), the head word (first word),
 character 3–5-grams of each space-padded word, and lexical goods/services cues
-(`models.features.lexical_cues`).
+(`models.features.lexical_cues`). With `morphology` (`models.features.language`): each word's lemma, and for
+the head noun of each part of the name (the first noun of each comma/«и»-separated part) its number, case,
+lemma and whether it is a verbal noun, the first part's apart from the others.
 
-Column layout: the first ``n_features - n_field_features`` columns hold the text features; the last
-``n_field_features`` columns hold the structured fields (unit, kind, type_hint tokens; OKVED division and
-section; HS code presence and chapter). Values are counts, and each block is L2-normalised on its own, so an
-item's text values do not depend on how many structured fields it carries and the field block can stay
-inert until the model is trained on data that has fields.
+The name's *head word* is the first part's head noun, else its first word: in Russian nomenclature it says
+what the item is ("Монтаж … багета шириной до 100 мм" is a монтаж, whatever follows).
+
+Column layout: the first ``n_features - n_field_features`` columns hold the hashed text features; the next
+``n_field_features`` columns the structured fields (unit, kind, type_hint tokens; OKVED division and section;
+HS code presence and chapter). With `morphology`, a block of `HEAD_FEATURES` hashed columns follows for the
+head word alone (word, lemma, part of speech, the lemma's character n-grams, a noun's morphology), so that
+its weight does not fade as a long name adds words. With `embeddings`, two dense blocks of `EMBEDDING_DIMS`
+columns come last: the head word's navec vector and the sum of every word's vector, whose direction is the
+mean's. Sparse values are counts; each block is L2-normalised on its own, so an item's text values do not
+depend on how many structured fields it carries, and the field block can stay inert until the model is
+trained on data that has fields. Every feature is a sum over words and fields, so leaving a part out
+(occlusion) is a subtraction before the normalisation.
 """
 
 from __future__ import annotations
@@ -25,19 +35,45 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import murmurhash3_32
 
-from models.features import lexical_cues, text_normalization
+from models.features import language, lexical_cues, text_normalization
+from models.features.language import EMBEDDING_DIMS, Language
 from models.features.lexical_cues import word_cues
 from models.features.text_normalization import fix_lookalikes, split_words
+
+HEAD_FEATURES = 256  # columns of the head-word block
+SEGMENT_CACHE = 4096  # recent items' segments (a micro-batch is featurized, then explained)
 
 # The structured fields the featurizer reads, and the prefix of their hashed feature names.
 FIELD_NAMES = ("unit", "kind", "type_hint", "okved_code", "hs_code")
 _FIELD_PREFIXES = ("u:", "k:", "t:", "o:", "hs:")
 # Feature groups, for permutation importance: the text's words (with the head word), word bigrams,
-# character n-grams and lexical cues, then one group per structured field.
-FEATURE_GROUPS = ("words", "bigrams", "char_ngrams", "lexical_cues", *FIELD_NAMES)
+# character n-grams, lexical cues, lemmas, the head nouns' morphology and the embeddings, then one group
+# per structured field.
+FEATURE_GROUPS = (
+    "words", "bigrams", "char_ngrams", "lexical_cues", "lemmas", "morphology", "head_word", "embeddings",
+    *FIELD_NAMES,
+)  # fmt: skip
 
-# A cached word: (normalised word, its text columns, its head-word column).
-_WordEntry = tuple[str, tuple[int, ...], int]
+# Where a word stands: no role, the head noun of the name's first part, the head noun of a later part.
+PLAIN, FIRST_HEAD, LATER_HEAD = 0, 1, 2
+# Parts of a name, each with its own head noun: "Шпатлевка, шлифовка фанеры", "Доставка и сборка".
+_PARTS = re.compile(r"[,;]|\s+и\s+", re.IGNORECASE)
+
+
+class _Word(NamedTuple):
+    """A cached word: everything the featurizer derives from it alone."""
+
+    word: str  # normalised
+    columns: tuple[int, ...]  # unigram, character n-grams, cues, lemma
+    head_column: int  # the head-word (first word) feature
+    noun: bool
+    head_noun_columns: tuple[tuple[int, ...], tuple[int, ...]]  # as the first part's / a later part's head
+    head_block: tuple[int, ...]  # its columns in the head block, where it is the name's head word
+    vector: np.ndarray | None  # unit-length projected embedding
+
+
+# A word of a segment and its role (PLAIN, FIRST_HEAD or LATER_HEAD).
+_Placed = tuple[_Word, int]
 
 _DIGITS = re.compile(r"\D+")
 
@@ -50,11 +86,17 @@ _OKVED_SECTIONS: tuple[tuple[int, int, str], ...] = (
 
 
 @cache
-def _source_digest() -> str:
-    """Hash of every module whose code decides the features."""
+def _source_digest(with_language: bool) -> str:
+    """Hash of every module (and, with language knowledge, every data file) whose content decides the
+    features."""
     digest = hashlib.sha256()
-    for module_file in (__file__, text_normalization.__file__, lexical_cues.__file__):
+    modules = [__file__, text_normalization.__file__, lexical_cues.__file__]
+    if with_language:
+        modules.append(language.__file__)
+    for module_file in modules:
         digest.update(Path(module_file).read_bytes())
+    if with_language:
+        digest.update(language.language().identity.encode())
     return digest.hexdigest()
 
 
@@ -81,22 +123,39 @@ class Featurizer:
         n_field_features: int = 256,
         ngram_range: tuple[int, int] = (3, 5),
         cache_size: int = 200_000,
+        morphology: bool = True,
+        embeddings: bool = True,
     ) -> None:
         if not 0 < n_field_features < n_features:
             raise ValueError("n_field_features must be positive and smaller than n_features")
-        self.n_features = n_features
+        self.n_features = n_features  # hashed columns; the matrix is `width` wide
         self.n_field_features = n_field_features
         self.n_text_features = n_features - n_field_features
         self.ngram_range = (int(ngram_range[0]), int(ngram_range[1]))
         self.cache_size = cache_size
+        self.morphology = bool(morphology)
+        self.embeddings = bool(embeddings)
+        self.n_head_features = HEAD_FEATURES if self.morphology else 0
+        self.n_sparse = n_features + self.n_head_features  # the hashed blocks
+        self.n_dense = 2 * EMBEDDING_DIMS if self.embeddings else 0
+        self.width = self.n_sparse + self.n_dense
+        # First column of each block: text, fields, head word (with morphology), head-word embedding and
+        # summed embeddings (with embeddings).
+        starts = [0, self.n_text_features]
+        if self.n_head_features:
+            starts.append(n_features)
+        if self.embeddings:
+            starts += [self.n_sparse, self.n_sparse + EMBEDDING_DIMS]
+        self.block_starts = np.asarray(starts, dtype=np.int64)
         self._reset_caches()
 
     def _reset_caches(self) -> None:
         # Plain dicts cleared when full: bounded, and cheaper per lookup than an LRU on the hot path.
-        self._words: dict[str, _WordEntry] = {}
+        self._words: dict[str, _Word] = {}
         self._bigrams: dict[tuple[str, str], int] = {}
         self._fields: dict[tuple[str, str], tuple[int, ...]] = {}
         self._field_sets: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._segment_sets: dict[tuple[str, str], list[list[_Placed]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -104,20 +163,42 @@ class Featurizer:
             "n_field_features": self.n_field_features,
             "ngram_range": self.ngram_range,
             "cache_size": self.cache_size,
+            "morphology": self.morphology,
+            "embeddings": self.embeddings,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        # featurizers pickled before language knowledge existed had neither
+        self.__init__(**{"morphology": False, "embeddings": False, **state})  # type: ignore[misc]
+
+    def params(self) -> dict[str, Any]:
+        """The constructor's arguments that decide the output (JSON-ready)."""
+        state = self.__getstate__()
+        state.pop("cache_size")
+        state["ngram_range"] = list(self.ngram_range)
+        return state
 
     def __repr__(self) -> str:
-        params = self.__getstate__()
-        return "Featurizer(" + ", ".join(f"{k}={v!r}" for k, v in params.items() if k != "cache_size") + ")"
+        return "Featurizer(" + ", ".join(f"{k}={v!r}" for k, v in self.params().items()) + ")"
 
     @property
     def version(self) -> str:
-        """Content hash of the featurization code and parameters (not the cache size: output is the same)."""
+        """Content hash of the featurization code, data and parameters (not the cache size: output is the
+        same)."""
         params = f"{self.n_features}|{self.n_field_features}|{self.ngram_range}"
-        return hashlib.sha256((_source_digest() + params).encode()).hexdigest()[:12]
+        if self.morphology or self.embeddings:
+            params += f"|morphology={self.morphology}|embeddings={self.embeddings}|{EMBEDDING_DIMS}"
+        digest = _source_digest(self.morphology or self.embeddings)
+        return hashlib.sha256((digest + params).encode()).hexdigest()[:12]
+
+    @property
+    def _language(self) -> Language:
+        return language.language()
+
+    def block_of(self, columns: np.ndarray) -> np.ndarray:
+        """The block of each column: its index in `block_starts` (text, fields, then what is enabled of the
+        head word, the head-word embedding and the summed embeddings)."""
+        return np.searchsorted(self.block_starts, columns, side="right") - 1
 
     # ---- hashing -------------------------------------------------------------------------------
 
@@ -127,26 +208,64 @@ class Featurizer:
     def _field_column(self, key: str) -> int:
         return self.n_text_features + murmurhash3_32(key, positive=True) % self.n_field_features
 
-    def _word(self, raw: str) -> _WordEntry:
+    def _head_column(self, key: str) -> int:
+        return self.n_features + murmurhash3_32(key, positive=True) % self.n_head_features
+
+    def _word(self, raw: str) -> _Word:
         entry = self._words.get(raw)
         if entry is None:
             if len(self._words) >= self.cache_size:
                 self._words.clear()
-            word = fix_lookalikes(raw)
-            unigram, ngrams, cues = self._word_parts(word)
-            entry = (word, (unigram, *ngrams, *cues), self._text_column("h:" + word))
-            self._words[raw] = entry
+            entry = self._words[raw] = self._analyse_word(fix_lookalikes(raw))
         return entry
 
-    def _word_parts(self, word: str) -> tuple[int, list[int], list[int]]:
-        """A normalised word's unigram column, character n-gram columns and lexical-cue columns."""
+    def _analyse_word(self, word: str) -> _Word:
+        unigram, ngrams, cues, lemmas = self._word_parts(word)
+        noun, first, later, head = False, (), (), ()
+        vector = None
+        if self.morphology or self.embeddings:
+            analysis = self._language.analyse(word)
+            if self.morphology:
+                keys: tuple[str, ...] = ()
+                if analysis.pos == "NOUN":
+                    noun = True
+                    verbal = analysis.verbal_suffix
+                    keys = (
+                        "noun", f"number:{analysis.number}", f"case:{analysis.case}",
+                        f"lemma:{analysis.lemma}", f"verbal:{verbal is not None}", f"suffix:{verbal}",
+                    )  # fmt: skip
+                    first = tuple(self._text_column("n1:" + key) for key in keys)
+                    later = tuple(self._text_column("n2:" + key) for key in keys)
+                head = self._head_block(word, analysis.lemma, analysis.pos, keys)
+            if self.embeddings:
+                vector = self._language.vector(word, analysis.lemma)
+        columns = (unigram, *ngrams, *cues, *lemmas)
+        return _Word(word, columns, self._text_column("h:" + word), noun, (first, later), head, vector)
+
+    def _head_block(
+        self, word: str, lemma: str, pos: str | None, noun_keys: tuple[str, ...]
+    ) -> tuple[int, ...]:
+        """A head word's features in the head block: the word, its lemma, part of speech, character
+        n-grams of the lemma and, for a noun, its morphology."""
+        padded = f" {lemma} "
+        low, high = self.ngram_range
+        keys = [
+            "w:" + word, "l:" + lemma, f"pos:{pos}", *noun_keys,
+            *("g:" + padded[i : i + n] for n in range(low, high + 1) for i in range(len(padded) - n + 1)),
+        ]  # fmt: skip
+        return tuple(self._head_column(key) for key in keys)
+
+    def _word_parts(self, word: str) -> tuple[int, list[int], list[int], list[int]]:
+        """A normalised word's unigram column, character n-gram, lexical-cue and lemma columns."""
         column = self._text_column
         padded = f" {word} "
         low, high = self.ngram_range
         ngrams = [
             column("g:" + padded[i : i + n]) for n in range(low, high + 1) for i in range(len(padded) - n + 1)
         ]
-        return column("w:" + word), ngrams, [column("c:" + cue) for cue in word_cues(word)]
+        cues = [column("c:" + cue) for cue in word_cues(word)]
+        lemmas = [column("l:" + self._language.analyse(word).lemma)] if self.morphology else []
+        return column("w:" + word), ngrams, cues, lemmas
 
     def _bigram(self, left: str, right: str) -> int:
         key = (left, right)
@@ -159,22 +278,48 @@ class Featurizer:
 
     # ---- items ---------------------------------------------------------------------------------
 
-    def _segments(self, item: Mapping[str, Any]) -> list[list[_WordEntry]]:
-        """Word entries of name and, when it adds words, full_name; bigrams never cross segments."""
+    def _segments(self, item: Mapping[str, Any]) -> list[list[_Placed]]:
+        """Words of name and, when it adds words, full_name, with their roles; bigrams never cross
+        segments."""
         raw_name = item.get("name") or ""
         raw_full = item.get("full_name") or ""
-        name = split_words(raw_name)
-        full = split_words(raw_full) if raw_full and raw_full != raw_name else name
-        if not full or full == name:
+        key = (raw_name, raw_full)
+        cached = self._segment_sets.get(key)
+        if cached is not None:  # an item is featurized, then keyed for its explanation
+            return cached
+        if len(self._segment_sets) >= SEGMENT_CACHE:
+            self._segment_sets.clear()
+        cached = self._segment_sets[key] = self._segments_of(raw_name, raw_full)
+        return cached
+
+    def _segments_of(self, raw_name: str, raw_full: str) -> list[list[_Placed]]:
+        name = _split_parts(raw_name)
+        full = _split_parts(raw_full) if raw_full and raw_full != raw_name else name
+        name_words, full_words = _words_of(name), _words_of(full)
+        if not full_words or full_words == name_words:
             raw_segments = [name]
-        elif not name:
+        elif not name_words:
             raw_segments = [full]
-        elif f" {' '.join(name)} " in f" {' '.join(full)} ":
+        elif f" {' '.join(name_words)} " in f" {' '.join(full_words)} ":
             raw_segments = [full]  # full_name contains the name: its extra words are the only addition
         else:
             raw_segments = [name, full]
+        return [placed for parts in raw_segments if (placed := self._place(parts))]
+
+    def _place(self, parts: list[list[str]]) -> list[_Placed]:
+        """The words of a segment's parts, each with its role (the first noun of each part heads it)."""
         word = self._word
-        return [[word(raw) for raw in segment] for segment in raw_segments if segment]
+        placed: list[_Placed] = []
+        for number, part in enumerate(parts):
+            head_role = FIRST_HEAD if number == 0 else LATER_HEAD
+            for raw in part:
+                entry = word(raw)
+                if head_role and entry.noun:
+                    placed.append((entry, head_role))
+                    head_role = PLAIN
+                else:
+                    placed.append((entry, PLAIN))
+        return placed
 
     def _field_columns(self, item: Mapping[str, Any]) -> tuple[int, ...]:
         get = item.get
@@ -216,54 +361,77 @@ class Featurizer:
     # ---- matrices ------------------------------------------------------------------------------
 
     def transform(self, items: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
-        """Feature matrix, float32, shape (len(items), n_features)."""
+        """Feature matrix, float32, shape (len(items), width)."""
         return self.normalize_counts(self.counts(items))
 
     def counts(self, items: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
-        """Un-normalised feature counts (duplicates summed, indices sorted), float32."""
+        """Un-normalised feature counts (duplicates summed, indices sorted), float32; the embedding blocks
+        hold the head word's vector and the sum of the words' vectors."""
         return self._assemble([(self._segments(item), self._field_columns(item)) for item in items])
 
-    def _assemble(self, rows: Sequence[tuple[list[list[_WordEntry]], tuple[int, ...]]]) -> sp.csr_matrix:
+    def _assemble(self, rows: Sequence[tuple[list[list[_Placed]], tuple[int, ...]]]) -> sp.csr_matrix:
         """Count rows from (segments, field columns) pairs."""
         indices: list[int] = []
         indptr = [0]
         bigram = self._bigram
-        for segments, field_columns in rows:
+        dense = np.zeros((len(rows), self.n_dense), dtype=np.float32) if self.n_dense else None
+        for row, (segments, field_columns) in enumerate(rows):
             for position, segment in enumerate(segments):
-                previous: _WordEntry | None = None
-                for entry in segment:
-                    indices.extend(entry[1])
+                previous: _Word | None = None
+                for entry, role in segment:
+                    indices.extend(entry.columns)
+                    if role:
+                        indices.extend(entry.head_noun_columns[role - 1])
                     if previous is not None:
-                        indices.append(bigram(previous[0], entry[0]))
+                        indices.append(bigram(previous.word, entry.word))
                     previous = entry
                 if position == 0:
-                    indices.append(segment[0][2])
+                    indices.append(segment[0][0].head_column)
+            if self.n_head_features and (head := _head_word(segments)) is not None:
+                indices.extend(head.head_block)
             indices.extend(field_columns)
             indptr.append(len(indices))
+            if dense is not None:
+                self._add_vectors(dense[row], segments)
         counts = sp.csr_matrix(
             (
                 np.ones(len(indices), dtype=np.float32),
                 np.fromiter(indices, dtype=np.int32, count=len(indices)),
                 np.fromiter(indptr, dtype=np.int64, count=len(indptr)),
             ),
-            shape=(len(indptr) - 1, self.n_features),
+            shape=(len(indptr) - 1, self.n_sparse),
         )
         counts.sum_duplicates()
-        return counts
+        return self._with_dense(counts, dense)
 
-    def _normalize_blocks(self, features: sp.csr_matrix) -> np.ndarray:
-        """L2-normalise the text and field blocks of each row in place; returns the text-block norms."""
-        n_items = features.shape[0]
+    def _add_vectors(self, out: np.ndarray, segments: list[list[_Placed]]) -> None:
+        """Add the embedding blocks' values of `segments` to `out`."""
+        dims = EMBEDDING_DIMS
+        head = _head_word(segments)
+        if head is not None and head.vector is not None:
+            out[:dims] += head.vector
+        for segment in segments:
+            for entry, _ in segment:
+                if entry.vector is not None:
+                    out[dims:] += entry.vector
+
+    def _with_dense(self, sparse: sp.csr_matrix, dense: np.ndarray | None) -> sp.csr_matrix:
+        if dense is None:
+            return sparse
+        return sp.hstack([sparse, sp.csr_matrix(dense)], format="csr", dtype=np.float32)
+
+    def _normalize_blocks(self, features: sp.csr_matrix) -> None:
+        """L2-normalise each block of each row in place."""
+        n_items, n_blocks = features.shape[0], len(self.block_starts)
         rows = np.repeat(np.arange(n_items), np.diff(features.indptr))
-        keys = rows * 2 + (features.indices >= self.n_text_features)
+        keys = rows * n_blocks + self.block_of(features.indices)
         norms = np.sqrt(
-            np.bincount(keys, weights=np.square(features.data, dtype=np.float64), minlength=2 * n_items)
+            np.bincount(
+                keys, weights=np.square(features.data, dtype=np.float64), minlength=n_blocks * n_items
+            )
         )
         if features.nnz:
             features.data /= norms[keys].astype(np.float32)
-        text_norms = norms[0::2]
-        text_norms[text_norms == 0] = 1.0
-        return text_norms
 
     # ---- occlusion and feature groups ----------------------------------------------------------
 
@@ -272,8 +440,10 @@ class Featurizer:
 
         Parts: each distinct normalised word of the name (of full_name when there is no name), in order,
         then each structured field present, as ``unit=шт``, ``okved_code=62.01`` …; at most `max_parts`.
-        A word contributes, over all its occurrences, its unigram, character n-grams and cues, every
-        bigram it takes part in, and the head-word feature when it is the first word; a field its columns.
+        A word contributes, over all its occurrences, its unigram, character n-grams, cues and lemma, its
+        head-noun features where it heads a part, every bigram it takes part in, the head-word feature
+        when it is the first word, its vector to the summed embeddings and, when it is the embedding head,
+        to the head block; a field its columns.
         """
         return self.occlusions_of_keys([self.occlusion_key(item) for item in items], max_parts)
 
@@ -281,18 +451,32 @@ class Featurizer:
         """`occlusions` of the items with these `occlusion_key`s."""
         parts: list[list[str]] = []
         removed: list[list[int]] = []
-        rows: list[tuple[list[list[_WordEntry]], tuple[int, ...]]] = []
+        removed_vectors: list[
+            tuple[int, np.ndarray, float, bool]
+        ] = []  # (part, vector, occurrences, is head)
+        rows: list[tuple[list[list[_Placed]], tuple[int, ...]]] = []
         word = self._word  # a normalised word is its own cache key: normalising is idempotent
         for segment_words, field_values, name_words in keys:
-            segments = [[word(w) for w in segment] for segment in segment_words]
+            segments = [[(word(w), role) for w, role in segment] for segment in segment_words]
             fields = dict(zip(FIELD_NAMES, field_values, strict=True))
             rows.append((segments, self._field_columns(fields)))
             in_name = set(name_words)
-            ordered = dict.fromkeys(w for segment in segment_words for w in segment)
+            ordered = dict.fromkeys(w for segment in segment_words for w, _ in segment)
             item_parts: list[str] = []
+            head = _head_word(segments)
+            occurrences: dict[str, tuple[np.ndarray | None, int]] = {}
+            if self.n_dense:
+                for segment in segments:
+                    for entry, _ in segment:
+                        known = occurrences.get(entry.word)
+                        occurrences[entry.word] = (entry.vector, known[1] + 1 if known else 1)
             for w in [w for w in ordered if w in in_name][:max_parts]:
                 item_parts.append(w)
-                removed.append(self._word_contribution(segments, w))
+                is_head = head is not None and head.word == w
+                removed.append(self._word_contribution(segments, w, head))
+                vector, count = occurrences.get(w, (None, 0))
+                if vector is not None:
+                    removed_vectors.append((len(removed) - 1, vector, float(count), is_head))
             for name, prefix in zip(FIELD_NAMES, _FIELD_PREFIXES, strict=True):
                 value = fields[name]
                 if value and len(item_parts) < max_parts:
@@ -303,82 +487,100 @@ class Featurizer:
         flat = [column for columns in removed for column in columns]
         contributions = sp.csr_matrix(
             (np.ones(len(flat), dtype=np.float32), np.asarray(flat, dtype=np.int32), indptr),
-            shape=(len(removed), self.n_features),
+            shape=(len(removed), self.n_sparse),
         )
         contributions.sum_duplicates()
+        dense = None
+        if self.n_dense:
+            dims = EMBEDDING_DIMS
+            dense = np.zeros((len(removed), self.n_dense), dtype=np.float32)
+            for part, vector, count, is_head in removed_vectors:
+                dense[part, dims:] = vector * count if count != 1 else vector
+                if is_head:
+                    dense[part, :dims] = vector
         owner = np.repeat(np.arange(len(keys)), [len(p) for p in parts])
-        return Occlusions(parts, self._assemble(rows), contributions, owner)
+        return Occlusions(parts, self._assemble(rows), self._with_dense(contributions, dense), owner)
 
-    def _word_contribution(self, segments: list[list[_WordEntry]], word: str) -> list[int]:
+    def _word_contribution(self, segments: list[list[_Placed]], word: str, head: _Word | None) -> list[int]:
+        """What leaving `word` out removes from the hashed columns (`head`: the segments' head word)."""
         columns: list[int] = []
+        if self.n_head_features and head is not None and head.word == word:
+            columns.extend(head.head_block)
         for position, segment in enumerate(segments):
-            for i, entry in enumerate(segment):
-                if entry[0] == word:
-                    columns.extend(entry[1])
+            for i, (entry, role) in enumerate(segment):
+                if entry.word == word:
+                    columns.extend(entry.columns)
+                    if role:
+                        columns.extend(entry.head_noun_columns[role - 1])
                     if position == 0 and i == 0:
-                        columns.append(entry[2])
-                if i and word in (entry[0], segment[i - 1][0]):
-                    columns.append(self._bigram(segment[i - 1][0], entry[0]))
+                        columns.append(entry.head_column)
+                if i and word in (entry.word, segment[i - 1][0].word):
+                    columns.append(self._bigram(segment[i - 1][0].word, entry.word))
         return columns
 
     def occlusion_key(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
         """What the item's features and `occlusions` depend on: equal keys, equal results (a cache key)."""
-        segments = tuple(tuple(entry[0] for entry in segment) for segment in self._segments(item))
+        segments = tuple(
+            tuple((entry.word, role) for entry, role in segment) for segment in self._segments(item)
+        )
         fields = tuple(item.get(name) or None for name in FIELD_NAMES)
         return segments, fields, tuple(sorted(self._name_words(item)))
 
     def _name_words(self, item: Mapping[str, Any]) -> set[str]:
         source = item.get("name") or item.get("full_name") or ""
-        return {self._word(raw)[0] for raw in split_words(source)}
+        return {self._word(raw).word for raw in split_words(source)}
 
     def group_counts(self, items: Sequence[Mapping[str, Any]]) -> dict[str, sp.csr_matrix]:
         """Un-normalised feature counts split by feature group (see FEATURE_GROUPS); they add up to the
         counts `transform` normalises, so `normalize_counts(sum(groups))` equals `transform(items)`."""
-        entries: dict[str, tuple[list[int], list[int], list[int]]] = {
-            g: ([], [], [0]) for g in FEATURE_GROUPS
-        }
+        entries: dict[str, tuple[list[int], list[int]]] = {g: ([], []) for g in FEATURE_GROUPS}
 
         def add(group: str, row: int, columns: Sequence[int]) -> None:
             entries[group][0].extend(columns)
             entries[group][1].extend([row] * len(columns))
 
+        dense = np.zeros((len(items), self.n_dense), dtype=np.float32) if self.n_dense else None
         for row, item in enumerate(items):
-            for position, segment in enumerate(self._segments(item)):
-                for i, (word, _, head) in enumerate(segment):
-                    unigram, ngrams, cues = self._word_parts(word)
-                    add("words", row, [unigram, head] if position == 0 and i == 0 else [unigram])
+            segments = self._segments(item)
+            for position, segment in enumerate(segments):
+                for i, (entry, role) in enumerate(segment):
+                    unigram, ngrams, cues, lemmas = self._word_parts(entry.word)
+                    add("words", row, [unigram, entry.head_column] if position == 0 and i == 0 else [unigram])
                     add("char_ngrams", row, ngrams)
                     add("lexical_cues", row, cues)
+                    add("lemmas", row, lemmas)
+                    if role:
+                        add("morphology", row, entry.head_noun_columns[role - 1])
                     if i:
-                        add("bigrams", row, [self._bigram(segment[i - 1][0], word)])
+                        add("bigrams", row, [self._bigram(segment[i - 1][0].word, entry.word)])
+            if self.n_head_features and (head := _head_word(segments)) is not None:
+                add("head_word", row, head.head_block)
+            if dense is not None:
+                self._add_vectors(dense[row], segments)
             for name, prefix in zip(FIELD_NAMES, _FIELD_PREFIXES, strict=True):
                 value = item.get(name)
                 if value:
                     add(name, row, self._field_value_columns(prefix, str(value)))
-        shape = (len(items), self.n_features)
-        return {
+        shape = (len(items), self.width)
+        groups = {
             group: sp.csr_matrix(
                 (np.ones(len(columns), dtype=np.float32), (np.asarray(rows, dtype=np.int64), columns)),
                 shape=shape,
             )
-            for group, (columns, rows, _) in entries.items()
+            for group, (columns, rows) in entries.items()
         }
+        if dense is not None:
+            empty = sp.csr_matrix((len(items), self.n_sparse), dtype=np.float32)
+            groups["embeddings"] = self._with_dense(empty, dense)
+        return groups
 
     def normalize_counts(self, counts: sp.csr_matrix) -> sp.csr_matrix:
-        """Counts → features as `transform` makes them (text and field blocks each L2-normalised)."""
+        """Counts → features as `transform` makes them (each block L2-normalised)."""
         features = sp.csr_matrix(counts, dtype=np.float32, copy=True)
         features.sum_duplicates()
+        features.eliminate_zeros()
         self._normalize_blocks(features)
         return features
-
-    def block_norms(self, counts: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """L2 norms of each row's text block and field block (1 where a block is empty)."""
-        squares = counts.multiply(counts).tocsc()
-        text = np.sqrt(np.asarray(squares[:, : self.n_text_features].sum(axis=1), dtype=np.float64).ravel())
-        field = np.sqrt(np.asarray(squares[:, self.n_text_features :].sum(axis=1), dtype=np.float64).ravel())
-        text[text == 0] = 1.0
-        field[field == 0] = 1.0
-        return text, field
 
     # ---- explanation and digests ---------------------------------------------------------------
 
@@ -405,7 +607,7 @@ class Featurizer:
         ptr = features.indptr
         indices = np.asarray(features.indices, dtype="<i4").tobytes()
         values = np.rint(np.asarray(features.data, dtype=np.float64) * 1e6).astype("<i8").tobytes()
-        width = str(self.n_features).encode()
+        width = str(self.width).encode()
         digests = []
         for start, end in zip(ptr[:-1].tolist(), ptr[1:].tolist(), strict=True):
             digest = hashlib.sha256(width)
@@ -413,3 +615,23 @@ class Featurizer:
             digest.update(values[8 * start : 8 * end])
             digests.append(digest.hexdigest()[:16])
         return digests
+
+
+def _split_parts(text: str) -> list[list[str]]:
+    """The raw words of each comma/«и»-separated part of a text."""
+    return [words for part in _PARTS.split(text) if (words := split_words(part))]
+
+
+def _words_of(parts: list[list[str]]) -> list[str]:
+    return [word for part in parts for word in part]
+
+
+def _head_word(segments: list[list[_Placed]]) -> _Word | None:
+    """The name's head word (the head block's and the head embedding's): the first part's head noun,
+    else the first word."""
+    if not segments:
+        return None
+    for entry, role in segments[0]:
+        if role == FIRST_HEAD:
+            return entry
+    return segments[0][0][0]

@@ -1,4 +1,4 @@
-"""File-based model registry: root/<version>/model.joblib plus root/registry.json (records and aliases).
+"""File-based model registry: root/<version>/model.npz plus root/registry.json (records and aliases).
 
 Aliases: `champion` (what the stream and `predict` load) and `challenger` (a candidate under evaluation).
 The index keeps the champion's lineage (`champion_history`, oldest first, the current one last) so that
@@ -7,8 +7,9 @@ log of every alias change (`alias_events`).
 
 Every write goes to a temporary file in the same directory followed by `os.replace`, so a reader sees either
 the old or the new file, never a partial one. Writers serialise their read-modify-write of registry.json on
-an advisory lock file (root/.registry.lock). Artifacts are pickles (joblib): `load` refuses one whose sha256
-differs from the registry's record.
+an advisory lock file (root/.registry.lock). Artifacts are `models.registry.model_files` zips of arrays and
+JSON that load without unpickling (registries from before them may hold joblib pickles, still read): `load`
+refuses one whose sha256 differs from the registry's record.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ import sklearn
 
 from models.classifier import Classifier
 from models.drift.baseline import BASELINE_METRIC, Baseline
+from models.registry import model_files
 from models.registry.atomic_files import atomic_write_bytes, atomic_write_text
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ALIASES = (CHAMPION, CHALLENGER)
-ARTIFACT_NAME = "model.joblib"
+ARTIFACT_NAME = "model.npz"
+LEGACY_ARTIFACT_SUFFIX = ".joblib"
 BASELINE_NAME = "baseline.json"
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -163,7 +166,14 @@ class ModelRegistry:
         featurizer code (its features would silently mean something else).
         """
         record = self.get(version_or_alias)
-        classifier = joblib.load(io.BytesIO(self._verified_payload(record)))
+        payload = self._verified_payload(record)
+        if record.artifact.endswith(LEGACY_ARTIFACT_SUFFIX):
+            classifier = joblib.load(io.BytesIO(payload))  # registered before model files (trusted pickle)
+        else:
+            try:
+                classifier = model_files.loads(payload)
+            except ValueError as exc:
+                raise ChecksumError(f"{record.artifact}: {exc}") from None
         if not isinstance(classifier, Classifier) or classifier.version != record.version:
             raise ChecksumError(f"{record.artifact} does not hold classifier {record.version}")
         if check_featurizer and classifier.featurizer.version != record.featurizer_version:
@@ -267,9 +277,7 @@ class ModelRegistry:
             if classifier.version in index["versions"]:
                 raise ValueError(f"version {classifier.version} is already registered")
             artifact = Path(classifier.version) / ARTIFACT_NAME
-            buffer = io.BytesIO()
-            joblib.dump(classifier, buffer)
-            payload = buffer.getvalue()
+            payload = model_files.dumps(classifier)
             (self.root / artifact).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.root / artifact, payload)
             record = ModelRecord(

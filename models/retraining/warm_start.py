@@ -97,6 +97,7 @@ from models.retraining.corrections_log import (
     read_parquet_frame,
 )
 from models.retraining.promotion import GateResult, evaluate_gate
+from models.training.calibration import fit_temperature
 from models.training.epoch_loop import FitHistory, fit_keeping_best
 from models.training.feature_store import FeatureChunk, FeatureStore, dataset_column, dataset_ref, materialise
 from models.training.metrics import macro_f1
@@ -590,7 +591,11 @@ def _train(config: RetrainConfig, snapshot_path: Path, reason: str, cycle: str) 
     rows = training_rows(config, correction_train, accepted, reference)
     phases.done("prepare")
     model, history, scores = warm_start(champion.model, rows, reference.selection, correction_train, config)
-    challenger = Classifier(model, featurizer, version=model_version(model, featurizer))
+    # calibrated like a first model, on the selection half (the gate's holdout half stays unseen)
+    temperature = fit_temperature(model, reference.selection.features, reference.selection.labels.tolist())
+    challenger = Classifier(
+        model, featurizer, version=model_version(model, featurizer, temperature), temperature=temperature
+    )
     phases.done("epochs")
     heldback = labelled_corrections(corrections.heldback, featurizer)
     gate = gate_of(champion, challenger, reference.holdout, heldback, config.delta_points)

@@ -153,7 +153,9 @@ def _format_header(report: dict[str, Any]) -> str:
         f"{report['rows']} rows from {report.get('input', '?')}"
         + (f" ({report['skipped_rows']} skipped: blank name or label)" if report["skipped_rows"] else ""),
         f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   "
-        f"avg confidence {report['avg_confidence']:.4f}",
+        f"avg confidence {report['avg_confidence']:.4f}   ECE {report['ece']:.4f}",
+        f"confidence ≥ 0.95: {report['confident_share']:.1%} of rows, accuracy "
+        + ("-" if report["confident_accuracy"] is None else f"{report['confident_accuracy']:.4f}"),
     ]
     if report["unknown_labels"]:
         lines.append(f"labels the model does not know: {', '.join(report['unknown_labels'])}")
@@ -172,10 +174,17 @@ def _format_per_source(per_source: dict[str, Any] | None) -> str:
     if not per_source:
         return ""
     rows = [
-        [source, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['avg_confidence']:.4f}"]
+        [
+            source,
+            str(m["n"]),
+            f"{m['accuracy']:.4f}",
+            f"{m['macro_f1']:.4f}",
+            f"{m['avg_confidence']:.4f}",
+            f"{m['ece']:.4f}",
+        ]
         for source, m in per_source.items()
     ]
-    return "per source\n" + table(["source", "n", "accuracy", "macro-F1", "avg conf"], rows)
+    return "per source\n" + table(["source", "n", "accuracy", "macro-F1", "avg conf", "ECE"], rows)
 
 
 def _format_confusion(confusion_data: dict[str, Any]) -> str:

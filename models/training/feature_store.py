@@ -206,7 +206,7 @@ def _build(ref: DatasetRef, path: Path, featurizer: Featurizer, chunk_rows: int,
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    tally = _Tally(featurizer.n_features)
+    tally = _Tally(featurizer.width)
     bar = ProgressBar(ref.rows, f"features {ref.version}", enabled=progress)
     row_id = 0
     for index, shard in enumerate(ref.shards):
@@ -219,7 +219,7 @@ def _build(ref: DatasetRef, path: Path, featurizer: Featurizer, chunk_rows: int,
     bar.close()
     manifest = {
         "format": FORMAT,
-        "featurizer": {"version": featurizer.version, "n_features": featurizer.n_features},
+        "featurizer": {"version": featurizer.version, "n_features": featurizer.width},
         "dataset": {
             "version": ref.version,
             "sha256": ref.sha256,

@@ -47,6 +47,7 @@ from models.drift.baseline import BASELINE_METRIC, Baseline, build_baseline, voc
 from models.features import text_normalization
 from models.features.featurizer import Featurizer
 from models.registry.atomic_files import atomic_write_text
+from models.training.calibration import fit_temperature
 from models.training.epoch_loop import Chunk, EpochResult, FitHistory, fit_chunks_keeping_best
 from models.training.feature_store import (
     ITEM_FIELDS,
@@ -58,7 +59,12 @@ from models.training.feature_store import (
     materialise,
 )
 from models.training.importance import permutation_importance
-from models.training.metrics import classification_metrics, macro_f1, slice_metrics
+from models.training.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    macro_f1,
+    slice_metrics,
+)
 from models.training.progress import ProgressBar, format_duration
 
 HIDDEN_LAYER_SIZES = (512, 256, 128)
@@ -233,11 +239,13 @@ def train_dataset(
     progress: bool = True,
     validation_dir: Path | None = None,
     blas_threads: int | None = DEFAULT_BLAS_THREADS,
+    featurizer: Featurizer | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
     """Train on a dataset directory's `train` split, validating on its `validation` split (or, for a set
     without one such as a scale set, on `validation_dir`'s). Features are read from (and on first use
     written to) the feature store under `feature_root` (a temporary directory by default). `blas_threads`
-    caps BLAS/OpenMP threads during the epochs (None: the library default)."""
+    caps BLAS/OpenMP threads during the epochs (None: the library default). `featurizer`: the default one
+    unless given (e.g. for an ablation)."""
     if feature_root is None:
         with tempfile.TemporaryDirectory(prefix="nomenclature-features-") as scratch:
             return train_dataset(
@@ -249,9 +257,10 @@ def train_dataset(
                 progress=progress,
                 validation_dir=validation_dir,
                 blas_threads=blas_threads,
+                featurizer=featurizer,
             )
     started = time.perf_counter()
-    featurizer = Featurizer()
+    featurizer = featurizer or Featurizer()
     store, val_store, val_dir = _stores(
         Path(dataset_dir), validation_dir, Path(feature_root), featurizer, progress
     )
@@ -262,8 +271,12 @@ def train_dataset(
     untrained_columns = _zero_untrained_inputs(model, store.column_nnz(TRAIN))
     drop_training_state(model)
 
-    classifier = Classifier(model, featurizer, version=model_version(model, featurizer))
+    temperature = fit_temperature(model, validation.features, validation.labels.tolist())
+    classifier = Classifier(
+        model, featurizer, version=model_version(model, featurizer, temperature), temperature=temperature
+    )
     metrics = validation_metrics(classifier, validation, val_names)
+    metrics["calibration"] = calibration_report(model, classifier, validation)
     metrics.update(_training_report(store, val_store, history, featurize_seconds, started))
     metrics.update({"untrained_input_columns": untrained_columns, "seed": seed, "blas_threads": blas_threads})
     metrics["global_importance"] = global_importance(classifier, val_dir, validation, seed)
@@ -434,16 +447,35 @@ def drop_training_state(model: MLPClassifier) -> None:
             delattr(model, attribute)
 
 
-def weights_digest(model: MLPClassifier, featurizer: Featurizer) -> str:
-    """sha256 of the featurizer version and every weight: equal for equal models (seeded reruns)."""
+def weights_digest(model: MLPClassifier, featurizer: Featurizer, temperature: float = 1.0) -> str:
+    """sha256 of the featurizer version, every weight and the calibration temperature: equal for equal
+    models (seeded reruns)."""
     digest = hashlib.sha256(featurizer.version.encode())
     for array in model.coefs_ + model.intercepts_:
         digest.update(np.ascontiguousarray(array).tobytes())
+    if temperature != 1.0:
+        digest.update(f"T={temperature!r}".encode())
     return digest.hexdigest()
 
 
-def model_version(model: MLPClassifier, featurizer: Featurizer) -> str:
-    return f"mlp-{datetime.now(UTC):%Y%m%d%H%M%S}-{weights_digest(model, featurizer)[:8]}"
+def model_version(model: MLPClassifier, featurizer: Featurizer, temperature: float = 1.0) -> str:
+    return f"mlp-{datetime.now(UTC):%Y%m%d%H%M%S}-{weights_digest(model, featurizer, temperature)[:8]}"
+
+
+def calibration_report(
+    model: MLPClassifier, classifier: Classifier, validation: FeatureChunk
+) -> dict[str, Any]:
+    """The temperature and, on the validation rows it was fitted on, ECE before and after it."""
+    labels = np.asarray(classifier.labels)
+    raw = forward(model, validation.features)[1]
+    calibrated = classifier.predict_proba(validation.features)
+    correct = labels[raw.argmax(axis=1)] == validation.labels
+    return {
+        "temperature": classifier.temperature,
+        "fitted_on": "validation split",
+        "ece_before": expected_calibration_error(raw.max(axis=1), correct),
+        "ece_after": expected_calibration_error(calibrated.max(axis=1), correct),
+    }
 
 
 # ---- reports ------------------------------------------------------------------------------------
