@@ -285,15 +285,8 @@ def _block_products(
 ) -> list[np.ndarray]:
     """Each block of the rows @ its weights, in float64: each stored entry is multiplied once."""
     blocks = featurizer.block_of(counts.indices)
-    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-    products = []
-    for block in range(n_blocks):
-        mask = blocks == block
-        indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows[mask], minlength=counts.shape[0]), out=indptr[1:])
-        part = sp.csr_matrix((counts.data[mask], counts.indices[mask], indptr), shape=counts.shape)
-        products.append(np.asarray(part @ weights, dtype=np.float64))
-    return products
+    every_row = np.arange(counts.shape[0])
+    return [_rows_product(counts, every_row, blocks == block, weights) for block in range(n_blocks)]
 
 
 def _norms(squares: np.ndarray) -> np.ndarray:
