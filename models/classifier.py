@@ -122,7 +122,9 @@ class Classifier:
         """Label, probabilities, the `top_k` classes and, with `explain` > 0, up to `explain` parts."""
         if not items:
             return []
-        return self.predict_features(self.featurizer.transform(items), items, top_k=top_k, explain=explain)
+        counts = self.featurizer.counts(items)
+        features = self.featurizer.normalize_counts(counts)
+        return self.predict_features(features, items, top_k=top_k, explain=explain, counts=counts)
 
     def predict_features(
         self,
@@ -130,14 +132,16 @@ class Classifier:
         items: Sequence[Mapping[str, Any]],
         top_k: int = 2,
         explain: int = 3,
+        counts: sp.csr_matrix | None = None,
     ) -> list[Prediction]:
-        """As `predict`, on the rows the featurizer made of `items`."""
+        """As `predict`, on the rows the featurizer made of `items` (and, when the caller has them, their
+        un-normalised `counts`, which explanations would otherwise assemble again)."""
         if features.shape[0] == 0:
             return []
         proba = np.round(forward(self.net, features)[1], ROUND_DIGITS)
         predicted = proba.argmax(axis=1)
         if explain > 0:
-            explanations = self._explain(items, predicted, proba, explain)
+            explanations = self._explain(items, predicted, proba, explain, counts)
         else:
             explanations = [[] for _ in range(features.shape[0])]
 
@@ -244,7 +248,12 @@ class Classifier:
         return np.round(base, ROUND_DIGITS), np.round(np.vstack(variants or [empty]), ROUND_DIGITS)
 
     def _explain(
-        self, items: Sequence[Mapping[str, Any]], predicted: np.ndarray, proba: np.ndarray, explain: int
+        self,
+        items: Sequence[Mapping[str, Any]],
+        predicted: np.ndarray,
+        proba: np.ndarray,
+        explain: int,
+        counts: sp.csr_matrix | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Occlusion explanations, from the cache or computed for all misses in one forward pass."""
         cache = self._explanations
@@ -259,7 +268,9 @@ class Classifier:
                 misses.setdefault(key, []).append(i)
         if misses:
             first = [rows[0] for rows in misses.values()]
-            occlusions = featurizer.occlusions_of_keys([key[0] for key in misses])
+            occlusions = featurizer.occlusions_of_keys(
+                [key[0] for key in misses], counts=None if counts is None else counts[first]
+            )
             base, variants = self._occluded_proba(occlusions)
             if len(cache) + len(misses) > EXPLANATION_CACHE_SIZE:
                 cache.clear()
@@ -283,7 +294,7 @@ class Classifier:
 def _block_products(
     counts: sp.csr_matrix, weights: np.ndarray, featurizer: Featurizer, n_blocks: int
 ) -> list[np.ndarray]:
-    """Each block of the rows @ its weights, in float64: each stored entry is multiplied once."""
+    """Each block of the rows @ its weights: each stored entry is multiplied once."""
     blocks = featurizer.block_of(counts.indices)
     every_row = np.arange(counts.shape[0])
     return [_rows_product(counts, every_row, blocks == block, weights) for block in range(n_blocks)]
@@ -298,7 +309,8 @@ def _norms(squares: np.ndarray) -> np.ndarray:
 def _rows_product(
     matrix: sp.csr_matrix, rows: np.ndarray, entries: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
-    """(the `rows` of `matrix`, keeping only its stored `entries` (a mask)) @ weights, in float64."""
+    """(the `rows` of `matrix`, keeping only its stored `entries` (a mask)) @ weights, in the weights'
+    precision (float32: the sparse product is computed row by row in it, so nothing is gained by widening)."""
     row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
     position = np.full(matrix.shape[0], -1, dtype=np.int64)
     position[rows] = np.arange(len(rows))
@@ -306,7 +318,7 @@ def _rows_product(
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(position[row_of[keep]], minlength=len(rows)), out=indptr[1:])
     sub = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=(len(rows), matrix.shape[1]))
-    return np.asarray(sub @ weights, dtype=np.float64)
+    return np.asarray(sub @ weights)
 
 
 def _split_dense(matrix: sp.csr_matrix, n_sparse: int) -> tuple[sp.csr_matrix, np.ndarray]:

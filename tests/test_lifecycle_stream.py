@@ -27,7 +27,7 @@ from schemas import LocalCatalogue
 from streams.lifecycle import model_events
 from streams.lifecycle.corrections import correction_value
 from streams.runtime.topic_reader import read_topic
-from streams.topics import CLASSIFIED, CORRECTIONS, RAW, SHADOW
+from streams.topics import CLASSIFIED, CORRECTIONS, RAW, REJECTED, SHADOW
 from tests.lifecycle_data import adversarial_corrections, wrong_slice
 from tests.support import Broker, Worker, run_sync
 from tools.cli import main
@@ -93,7 +93,14 @@ def read_values(broker: Broker, topic: str) -> list[dict[str, Any]]:
     return run_sync(read())
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float, workers: list[Worker]) -> Any:
+def wait_until(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    workers: list[Worker],
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    """``check()`` once it is truthy; on timeout an AssertionError with ``detail()`` and the workers' logs."""
     deadline = time.monotonic() + timeout
     while True:
         for worker in workers:
@@ -103,8 +110,18 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, workers: lis
             return found
         if time.monotonic() > deadline:
             tails = "\n\n".join(w.log_tail(40) for w in workers)
-            raise AssertionError(f"{what}: not within {timeout:.0f}s; logs:\n{tails}")
+            more = "" if detail is None else f"; {detail()}"
+            raise AssertionError(f"{what}: not within {timeout:.0f}s{more}; logs:\n{tails}")
         time.sleep(1.0)
+
+
+def whereabouts(broker: Broker, ids: set[str], workers: list[Worker]) -> str:
+    """Where the items of ``ids`` went, and what the workers serve: for a failure message."""
+    found = {
+        topic: len(ids & {r["key"] for r in read_values(broker, topic)})
+        for topic in (CLASSIFIED, SHADOW, REJECTED)
+    }
+    return f"of {len(ids)} ids, found per topic {found}; serving {[serving(w) for w in workers]}"
 
 
 def same_challenger(workers: list[Worker]) -> str | None:
@@ -208,6 +225,7 @@ def test_corrections_lead_to_a_promoted_model_that_both_workers_use_without_rest
                 lambda: shadow_ids <= {r["key"] for r in read_values(fresh_broker, SHADOW)},
                 120,
                 workers,
+                lambda: whereabouts(fresh_broker, shadow_ids, workers),
             )
             publish(fresh_broker, CORRECTIONS, corrections_of(shadowed))
             wait_until(
@@ -306,11 +324,13 @@ def test_a_challenger_worse_on_the_reference_is_not_promoted(
         challenger = wait_until("a challenger in shadow", lambda: serving(worker)[1], SWAP_TIMEOUT, [worker])
         # the shadowed items, "corrected" the challenger's way: the shadow comparison favours it
         publish(fresh_broker, RAW, [{**i, "full_name": i["name"], "label": None} for i in shadowed])
+        shadowed_ids = {i["id"] for i in shadowed}
         wait_until(
             "shadow results",
-            lambda: {i["id"] for i in shadowed} <= {r["key"] for r in read_values(fresh_broker, SHADOW)},
+            lambda: shadowed_ids <= {r["key"] for r in read_values(fresh_broker, SHADOW)},
             120,
             [worker],
+            lambda: whereabouts(fresh_broker, shadowed_ids, [worker]),
         )
         publish(fresh_broker, CORRECTIONS, corrections_of(shadowed))
 

@@ -217,6 +217,25 @@ def test_occlusion_weight_is_the_probability_drop_without_the_part(classifier: C
     assert checked >= 3
 
 
+def test_explanations_from_the_callers_counts_are_those_assembled_again(classifier: Classifier) -> None:
+    """The stream hands its counts to `predict_features`; explanations must not change for it."""
+    featurizer = classifier.featurizer
+    items = [
+        {"name": "Замена тормозных колодок, регулировка ручника", "unit": "усл. ед."},
+        {"name": "Кабель ВВГнг 3x2,5", "full_name": "Кабель силовой ВВГнг 3x2,5 и ВВГнг 3x1,5"},
+    ]
+    counts = featurizer.counts(items)
+    keys = [featurizer.occlusion_key(item) for item in items]
+    assert (featurizer.occlusions_of_keys(keys).counts != counts).nnz == 0
+    features = featurizer.normalize_counts(counts)
+    classifier._explanations.clear()
+    assembled = classifier.predict_features(features, items, explain=12)
+    classifier._explanations.clear()
+    handed = classifier.predict_features(features, items, explain=12, counts=counts)
+    assert [p.explanation for p in handed] == [p.explanation for p in assembled]
+    assert all(p.explanation for p in handed)
+
+
 def test_explanations_are_cached_per_name_and_fields(classifier: Classifier) -> None:
     item = {"name": "Замена масла в двигателе", "unit": "усл. ед."}
     first = classifier.predict([item], explain=3)[0].explanation

@@ -447,8 +447,11 @@ class Featurizer:
         """
         return self.occlusions_of_keys([self.occlusion_key(item) for item in items], max_parts)
 
-    def occlusions_of_keys(self, keys: Sequence[tuple[Any, ...]], max_parts: int = 12) -> Occlusions:
-        """`occlusions` of the items with these `occlusion_key`s."""
+    def occlusions_of_keys(
+        self, keys: Sequence[tuple[Any, ...]], max_parts: int = 12, counts: sp.csr_matrix | None = None
+    ) -> Occlusions:
+        """`occlusions` of the items with these `occlusion_key`s; `counts`, when given, are those items'
+        `counts` (already assembled by the caller)."""
         parts: list[list[str]] = []
         removed: list[list[int]] = []
         removed_vectors: list[
@@ -470,10 +473,11 @@ class Featurizer:
                     for entry, _ in segment:
                         known = occurrences.get(entry.word)
                         occurrences[entry.word] = (entry.vector, known[1] + 1 if known else 1)
+            contributions = self._word_contributions(segments, head)
             for w in [w for w in ordered if w in in_name][:max_parts]:
                 item_parts.append(w)
                 is_head = head is not None and head.word == w
-                removed.append(self._word_contribution(segments, w, head))
+                removed.append(contributions[w])
                 vector, count = occurrences.get(w, (None, 0))
                 if vector is not None:
                     removed_vectors.append((len(removed) - 1, vector, float(count), is_head))
@@ -499,23 +503,34 @@ class Featurizer:
                 if is_head:
                     dense[part, :dims] = vector
         owner = np.repeat(np.arange(len(keys)), [len(p) for p in parts])
-        return Occlusions(parts, self._assemble(rows), self._with_dense(contributions, dense), owner)
+        if counts is None:
+            counts = self._assemble(rows)
+        return Occlusions(parts, counts, self._with_dense(contributions, dense), owner)
 
-    def _word_contribution(self, segments: list[list[_Placed]], word: str, head: _Word | None) -> list[int]:
-        """What leaving `word` out removes from the hashed columns (`head`: the segments' head word)."""
-        columns: list[int] = []
-        if self.n_head_features and head is not None and head.word == word:
-            columns.extend(head.head_block)
+    def _word_contributions(self, segments: list[list[_Placed]], head: _Word | None) -> dict[str, list[int]]:
+        """What leaving each word out removes from the hashed columns (`head`: the segments' head word),
+        in one pass over the words: a bigram is removed with either of its words."""
+        columns: dict[str, list[int]] = {}
+        if self.n_head_features and head is not None:
+            columns[head.word] = list(head.head_block)
+        bigram = self._bigram
         for position, segment in enumerate(segments):
+            previous: _Word | None = None
             for i, (entry, role) in enumerate(segment):
-                if entry.word == word:
-                    columns.extend(entry.columns)
-                    if role:
-                        columns.extend(entry.head_noun_columns[role - 1])
-                    if position == 0 and i == 0:
-                        columns.append(entry.head_column)
-                if i and word in (entry.word, segment[i - 1][0].word):
-                    columns.append(self._bigram(segment[i - 1][0].word, entry.word))
+                own = columns.get(entry.word)
+                if own is None:
+                    own = columns[entry.word] = []
+                own.extend(entry.columns)
+                if role:
+                    own.extend(entry.head_noun_columns[role - 1])
+                if position == 0 and i == 0:
+                    own.append(entry.head_column)
+                if previous is not None:
+                    column = bigram(previous.word, entry.word)
+                    own.append(column)
+                    if previous.word != entry.word:
+                        columns[previous.word].append(column)
+                previous = entry
         return columns
 
     def occlusion_key(self, item: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -144,8 +144,7 @@ class ModelFollower:
 
     def models(self) -> Models:
         assert self.champion is not None, "load_initial first"
-        challenger = None if self.challenger is None else self.challenger.classifier
-        return Models(self.champion.classifier, self.champion.baseline, challenger)
+        return _models(self.champion, self.challenger)
 
     # ---- following -----------------------------------------------------------------------------
 
@@ -181,37 +180,38 @@ class ModelFollower:
             await self.apply(event)
 
     async def apply(self, event: dict[str, Any]) -> None:
-        """Load and swap to what `event` announces (or refuse it)."""
+        """Load and swap to what `event` announces (or refuse it). `snapshot` shows the new models only once
+        the scoring processes serve them: whoever sees a challenger on ``GET /models`` gets it shadowed."""
         kind, version = event["event"], event.get("version")
         champion, challenger = self.champion, self.challenger
         assert champion is not None
         try:
             if kind in CHAMPION_EVENTS:
                 if version != champion.version:
-                    self.champion = await asyncio.to_thread(load_verified, self.registry, event)
-                if self.challenger is not None and self.challenger.version == version:
-                    self.challenger = None
+                    champion = await asyncio.to_thread(load_verified, self.registry, event)
+                if challenger is not None and challenger.version == version:
+                    challenger = None
             elif kind == REGISTERED:
-                if self.challenger is None or self.challenger.version != version:
-                    self.challenger = await asyncio.to_thread(load_verified, self.registry, event)
+                if challenger is None or challenger.version != version:
+                    challenger = await asyncio.to_thread(load_verified, self.registry, event)
             elif kind == CHALLENGER_REMOVED:
-                self.challenger = None
+                challenger = None
             else:
                 log.warning("unknown model event %r on %s ignored", kind, MODELS)
                 return
             if self._swap is not None:
-                await self._swap(self.models())
+                await self._swap(_models(champion, challenger))
         except Exception as exc:  # whatever fails, the worker keeps the models it has
-            self.champion, self.challenger = champion, challenger
             self._refuse(event, exc)
             return
+        self.champion, self.challenger = champion, challenger
         self.swaps += 1
         log.info(
             "model event %s %s: serving champion %s, challenger %s",
             kind,
             version,
-            self.champion.version if self.champion else None,
-            self.challenger.version if self.challenger else None,
+            champion.version,
+            challenger.version if challenger else None,
         )
 
     def _refuse(self, event: dict[str, Any], exc: Exception) -> None:
@@ -245,3 +245,8 @@ class ModelFollower:
             "swaps": self.swaps,
             "control_topic": {"topic": MODELS, "next_offset": self.state.next_offset},
         }
+
+
+def _models(champion: LoadedModel, challenger: LoadedModel | None) -> Models:
+    shadowed = None if challenger is None else challenger.classifier
+    return Models(champion.classifier, champion.baseline, shadowed)

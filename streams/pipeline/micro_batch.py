@@ -147,9 +147,10 @@ class Pipeline:
         """Per item: the champion's prediction, the feature digest and the challenger's prediction."""
         champion, challenger = models.champion, models.challenger
         featurizer = champion.featurizer
-        features = featurizer.transform(items)
+        counts = featurizer.counts(items)
+        features = featurizer.normalize_counts(counts)
         top_k, explain = self.settings.top_k, self.settings.explain_tokens
-        predictions = champion.predict_features(features, items, top_k, explain)
+        predictions = champion.predict_features(features, items, top_k, explain, counts)
         shadows: list[Prediction | None] = [None] * len(items)
         if challenger is not None:
             same = challenger.featurizer.version == featurizer.version
