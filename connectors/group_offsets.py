@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.commit import OffsetCommitRequest
 
 from streams.runtime.broker_quirks import fetched_end_offsets
+from streams.runtime.topic_metadata import partitions_by_topic
 
 ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID = 22, 25
 MAX_GENERATION = 100_000
@@ -81,14 +82,9 @@ async def all_partitions(bootstrap: str, topics: Iterable[str] | None = None) ->
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        names = await consumer.topics()
-        wanted = sorted(names if topics is None else set(topics) & names)
-        return [
-            TopicPartition(topic, p)
-            for topic in wanted
-            if not topic.startswith("__")
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        known = await partitions_by_topic(consumer)
+        wanted = sorted(known if topics is None else set(topics) & set(known))
+        return [TopicPartition(t, p) for t in wanted if not t.startswith("__") for p in sorted(known[t])]
     finally:
         await consumer.stop()
 

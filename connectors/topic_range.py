@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streams.runtime.broker_quirks import fetched_end_offsets
+from streams.runtime.topic_metadata import partitions_by_topic
 
 FETCH_WAIT_MS = 10  # Tansu holds a fetch for its full wait even when records are there
 
@@ -178,8 +179,7 @@ async def plan_ranges(
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        existing = consumer.partitions_for_topic(topic)
+        existing = (await partitions_by_topic(consumer)).get(topic)
         if not existing:
             raise SelectionError(f"topic {topic!r} does not exist")
         wanted = sorted(existing if partitions is None else set(partitions))

@@ -67,6 +67,13 @@ class Settings:
             "(auto = tansu for the embedded broker, kafka otherwise)."
         },
     )
+    broker_wait_seconds: int = field(
+        default=300,
+        metadata={
+            "doc": "How long a starting worker waits for an unreachable broker (retrying with backoff) "
+            "before it gives up; 0 = forever."
+        },
+    )
     web_host: str = field(default="127.0.0.1", metadata={"doc": "Bind address of the worker's web server."})
     web_port: int = field(default=6066, metadata={"doc": "Port of the worker's web server."})
     partitions: int = field(default=8, metadata={"doc": "Partitions of the topics created at start-up."})
@@ -157,8 +164,10 @@ class Settings:
     )
     auto_promote: bool = field(
         default=True,
-        metadata={"doc": "Promote a challenger automatically when the gate holds and shadow evaluation is "
-                 "significant."},
+        metadata={
+            "doc": "Promote a challenger automatically when the gate holds and shadow evaluation is "
+            "significant."
+        },
     )
     gate_delta_points: float = field(
         default=0.5,

@@ -1,8 +1,11 @@
-"""The broker for tests: KAFKA_BOOTSTRAP_SERVERS if set, Kafka in testcontainers if a Docker engine
-answers, the embedded Tansu broker otherwise. Never a mock."""
+"""The broker for tests: KAFKA_BOOTSTRAP_SERVERS if set; else NOMENCLATURE_TEST_BROKER: ``tansu`` (the
+embedded broker), ``kafka`` (Apache Kafka in KRaft mode from `make kafka`'s jars) or ``testcontainers``
+(Kafka in a container); unset, testcontainers where a Docker engine answers, tansu otherwise. Tests that
+need a broker of their own start one of the same flavour. Never a mock."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -11,6 +14,18 @@ from pathlib import Path
 import pytest
 
 from tests.support import Broker
+
+FLAVORS = ("tansu", "kafka", "testcontainers")
+# Confluent Platform 8.1 is Apache Kafka 4.1, the version of tools/kafka/pom.xml and docker-compose.yml
+TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:8.1.0"
+BROKER_FIXTURES = {"broker", "fresh_broker", "module_broker"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that talks to a broker, so that one run can take just those (`-m broker`)."""
+    for item in items:
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
 
 
 def _docker_answers() -> bool:
@@ -23,37 +38,45 @@ def _docker_answers() -> bool:
         return False
 
 
+@functools.cache
+def broker_flavor() -> str:
+    flavor = os.environ.get("NOMENCLATURE_TEST_BROKER") or (
+        "testcontainers" if _docker_answers() else "tansu"
+    )
+    if flavor not in FLAVORS:
+        raise pytest.UsageError(
+            f"NOMENCLATURE_TEST_BROKER must be one of {', '.join(FLAVORS)}, not {flavor!r}"
+        )
+    return flavor
+
+
+def _started(flavor: str) -> Iterator[Broker]:
+    """A broker of the flavour, started for the caller and stopped after it."""
+    if flavor == "testcontainers":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft() as kafka:
+            yield Broker(kafka.get_bootstrap_server(), "kafka")
+        return
+    from tools.broker import EmbeddedBroker, KafkaBroker
+
+    with KafkaBroker() if flavor == "kafka" else EmbeddedBroker() as started:
+        yield Broker(started.bootstrap, started.flavor)
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield Broker(external, os.environ.get("NOMENCLATURE_BROKER_FLAVOR", "kafka"))
         return
-    if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as kafka:
-            yield Broker(kafka.get_bootstrap_server(), "kafka")
-        return
-    from tools.broker import EmbeddedBroker
-
-    with EmbeddedBroker() as embedded:
-        yield Broker(embedded.bootstrap, "tansu")
+    yield from _started(broker_flavor())
 
 
 def _own_broker(broker: Broker) -> Iterator[Broker]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.skip("needs a broker of its own; KAFKA_BOOTSTRAP_SERVERS names a shared one")
-    if broker.flavor == "kafka":
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as kafka:
-            yield Broker(kafka.get_bootstrap_server(), "kafka")
-        return
-    from tools.broker import EmbeddedBroker
-
-    with EmbeddedBroker() as embedded:
-        yield Broker(embedded.bootstrap, "tansu")
+    yield from _started(broker_flavor())
 
 
 @pytest.fixture

@@ -19,8 +19,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from connectors.kafka_io import ensure_topic
 from schemas import AvroSerde, LocalCatalogue
 from streams.runtime.topic_reader import read_topic
+from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, REJECTED, TOPICS
 from tools.broker import free_port
 from tools.common import run_sync
@@ -159,6 +161,8 @@ def new_worker(broker: Broker, tmp_path: Path, models_dir: Path, app_id: str | N
 
 
 async def _produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    # with the worker's partition count, as the worker would (Apache Kafka here creates no topic on use)
+    await ensure_topic(bootstrap, topic, Settings().partitions, 1)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 << 20
     )

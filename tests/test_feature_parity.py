@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from models.registry.model_registry import ModelRegistry
 from models.training.feature_store import materialise
 from streams.runtime.broker_quirks import fetched_end_offsets
+from streams.runtime.topic_metadata import topic_partitions
 from tests.support import Broker, make_item, new_worker, produce_items, wait_for_ids
 from tests.test_e2e import labelled_rows
 
@@ -38,10 +39,7 @@ async def _table_values(bootstrap: str, topic: str) -> dict[str, dict]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not tps:
-            await consumer.topics()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        tps = await topic_partitions(consumer, [topic])
         ends = await fetched_end_offsets(bootstrap, tps)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -1,6 +1,6 @@
 """Benchmark: raw → classified throughput next to a same-run ceiling, and end-to-end latency.
 
-    python -m tools.bench [--items 100000] [--rate 1000] [--seconds 20]
+    python -m tools.bench [--items 100000] [--rate 1000] [--seconds 20] [--broker tansu|kafka]
 
 1. Throughput: ``--items`` Avro items are published to ``nomenclature.raw``, then one worker
    (``nomenclature worker``) drains the backlog; items/s = items / (last − first ``classified_at``).
@@ -13,7 +13,9 @@
    worker, its scoring processes and the broker while the worker drains. With the machine's cores this
    bounds what any pipeline of that CPU cost per item can reach, whatever its concurrency.
 
-Uses the embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set.
+Starts a broker of its own, ``--broker``: the embedded Tansu (default) or Apache Kafka (KRaft, from
+`make kafka`'s jars); with KAFKA_BOOTSTRAP_SERVERS set it uses that one (NOMENCLATURE_BROKER_FLAVOR says
+which kind it is). Prints the broker it ran on.
 """
 
 from __future__ import annotations
@@ -32,15 +34,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas import AvroSerde, LocalCatalogue
 from streams.runtime.broker_quirks import fetched_end_offsets
+from streams.runtime.topic_metadata import topic_partitions
 from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, TOPICS, ensure_topics
-from tools.broker import EmbeddedBroker, free_port
+from tools.broker import FLAVORS, free_port, local_broker
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
 CEILING_TOPIC = "bench.ceiling"
@@ -184,8 +187,7 @@ async def measure_latency(bootstrap: str, rate: int, seconds: int) -> list[float
     """Offer `rate` items/s for `seconds`; return per-item latency in ms (input timestamp → result read)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
-    await consumer.topics()
-    tps = [TopicPartition(CLASSIFIED, p) for p in consumer.partitions_for_topic(CLASSIFIED) or ()]
+    tps = await topic_partitions(consumer, [CLASSIFIED])
     consumer.assign(tps)
     for tp, end in (await fetched_end_offsets(bootstrap, tps)).items():
         consumer.seek(tp, end)
@@ -238,14 +240,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--broker", choices=FLAVORS, default="tansu", help="the broker this run starts")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="nomenclature-bench-"))
     settings = Settings.from_env(data_dir=tmp / "worker")
     broker = None
     if settings.embedded_broker:
-        broker = EmbeddedBroker(free_port()).start()
-        bootstrap, flavor = broker.bootstrap, "tansu"
+        broker = local_broker(args.broker).start()
+        bootstrap, flavor = broker.bootstrap, broker.flavor
     else:
         bootstrap, flavor = (
             settings.bootstrap_servers,

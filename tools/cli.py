@@ -84,17 +84,43 @@ def cmd_dataset_scale(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
-    from tools.broker import EmbeddedBroker
+    import signal
 
-    broker = EmbeddedBroker(args.port or settings.broker_port).start()
-    print(f"embedded broker (Tansu) listening on {broker.bootstrap}; Ctrl-C stops it", flush=True)
+    from tools.broker import EmbeddedBroker, KafkaBroker, MissingKafka
+
+    port = args.port or settings.broker_port
+    broker: EmbeddedBroker | KafkaBroker
+    if args.flavor == "kafka":
+        broker = KafkaBroker(port, Path(args.data_dir) if args.data_dir else None)
+        what = "Apache Kafka (KRaft, one node)"
+    else:
+        if args.data_dir:
+            raise SystemExit("nomenclature broker: --data-dir is for --flavor kafka (Tansu keeps no files)")
+        broker = EmbeddedBroker(port)
+        what = "embedded broker (Tansu)"
+    try:
+        broker.start()
+    except (MissingKafka, RuntimeError, TimeoutError) as exc:
+        raise SystemExit(f"nomenclature broker: {exc}") from None
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the broker as Ctrl-C does
+    where = f"; data in {broker.data_dir}" if isinstance(broker, KafkaBroker) else ""
+    print(
+        f"{what} listening on {broker.bootstrap}{where}; "
+        f"use it with KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}; Ctrl-C stops it",
+        flush=True,
+    )
     try:
         assert broker.process is not None
-        broker.process.wait()
+        code = broker.process.wait()
+        raise SystemExit(f"nomenclature broker: the broker exited with code {code}")
     except KeyboardInterrupt:
         pass
     finally:
         broker.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -104,6 +130,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from schemas import catalogue_from_url
     from streams.app import create_app
     from streams.lifecycle.model_events import read_state
+    from streams.runtime.broker_wait import BrokerUnreachable, wait_for_broker
     from streams.topics import ensure_topics, raw_topics
     from tools.broker import EmbeddedBroker, forget_local_tables, port_is_free
 
@@ -115,6 +142,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     try:
         if args.train_if_missing:
             ensure_model(settings)
+        try:
+            run_sync(wait_for_broker(settings.bootstrap_servers, settings.broker_wait_seconds))
+        except BrokerUnreachable as exc:
+            raise SystemExit(f"nomenclature worker: {exc}") from None
         run_sync(
             ensure_topics(
                 settings.bootstrap_servers, settings.partitions, settings.replication_factor, settings.app_id
@@ -219,6 +250,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
                 options,
                 rate=args.rate,
                 dry_run=args.dry_run,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
             )
         except KafkaError as exc:
             raise SystemExit(f"nomenclature: broker {settings.bootstrap_servers}: {exc}") from None
@@ -274,8 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nomenclature", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu) in the foreground")
+    p = sub.add_parser("broker", help="run a broker in the foreground: the embedded Tansu, or Apache Kafka")
     p.add_argument("--port", type=int, help="default NOMENCLATURE_BROKER_PORT")
+    p.add_argument(
+        "--flavor",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu: the embedded broker (in memory); kafka: Apache Kafka (KRaft) from `make kafka`'s jars",
+    )
+    p.add_argument("--data-dir", help="kafka: its log directory (kept and reused); default: temporary")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser(

@@ -51,13 +51,21 @@ def produce_files(
     rate: float | None = None,
     dry_run: bool = False,
     progress: Any = sys.stderr,
+    partitions: int = 8,
+    replication_factor: int = 1,
 ) -> dict[str, Any]:
-    """Send every input file's records to ``topic``; returns the report."""
-    from connectors.kafka_io import produce_items
+    """Send every input file's records to ``topic``; returns the report.
+
+    A missing topic is created first with ``partitions`` (brokers that do not create topics on first use,
+    as Apache Kafka is configured here, would otherwise hold the records until the send times out)."""
+    from connectors.kafka_io import ensure_topic, produce_items
     from tools.common import run_sync
 
     files = expand_inputs(inputs)
     check_sources(files, options)
+    created = not dry_run and run_sync(ensure_topic(bootstrap, topic, partitions, replication_factor))
+    if created and progress is not None:
+        print(f"created topic {topic} with {partitions} partitions", file=progress, flush=True)
     reports = []
     for path, label in files:
         source = open_source(path, options, label)
@@ -80,7 +88,13 @@ def produce_files(
                 file=progress,
                 flush=True,
             )
-    return {"topic": topic, "dry_run": dry_run, "files": reports, "totals": totals(reports)}
+    return {
+        "topic": topic,
+        "created_topic": created,
+        "dry_run": dry_run,
+        "files": reports,
+        "totals": totals(reports),
+    }
 
 
 def totals(reports: list[dict[str, Any]]) -> dict[str, Any]:

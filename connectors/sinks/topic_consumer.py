@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import load_schema
 from streams.runtime.broker_quirks import TANSU_FETCH_MAX_WAIT_MS, fetched_end_offsets
+from streams.runtime.topic_metadata import partitions_by_topic
 from streams.topics import TOPICS, TopicSpec, spec_for
 
 Log = Callable[[str], None]
@@ -187,10 +188,10 @@ async def run(
 async def _partitions(
     consumer: AIOKafkaConsumer, topics: Sequence[str], bootstrap: str
 ) -> list[TopicPartition]:
-    await consumer.topics()  # refreshes metadata for every topic
+    known = await partitions_by_topic(consumer)
     tps = []
     for topic in topics:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = known.get(topic)
         if not partitions:
             raise TopicMissingError(f"topic {topic!r} does not exist on {bootstrap}")
         tps.extend(TopicPartition(topic, p) for p in sorted(partitions))

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import AvroSerde, Catalogue, DecodeError
 from streams.runtime.broker_quirks import fetched_end_offsets
+from streams.runtime.topic_metadata import partitions_by_topic
 from streams.topics import spec_for
 
 
@@ -34,8 +35,7 @@ async def read_topic(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        await consumer.topics()  # refreshes metadata for all topics
-        existing = consumer.partitions_for_topic(topic) or set()
+        existing = (await partitions_by_topic(consumer)).get(topic, set())
         wanted = existing if partitions is None else existing & set(partitions)
         tps = [TopicPartition(topic, p) for p in sorted(wanted)]
         if not tps:

@@ -82,7 +82,13 @@ def health_view(app: faust.App, settings: Settings, runner: Worker) -> type[View
             unsubscribed = sorted(runner.unsubscribed_sources)
             body: dict[str, Any] = {
                 "status": "ok" if reachable and not unsubscribed else "degraded",
-                "broker": {"bootstrap": settings.bootstrap_servers, "reachable": reachable, "detail": detail},
+                "broker": {
+                    "bootstrap": settings.bootstrap_servers,
+                    # which broker the workarounds of streams.runtime.broker_quirks are applied for
+                    "flavor": "tansu" if settings.is_tansu else "kafka",
+                    "reachable": reachable,
+                    "detail": detail,
+                },
                 "model": {
                     "loaded": True,
                     "version": classifier.version,
