@@ -134,7 +134,7 @@ def test_malformed_records_are_dead_lettered_and_the_worker_keeps_going(
         "unknown-id": (struct.pack(">bI", 0, 987654) + valid[5:], "decode", "unknown_schema_id"),
         "utf8": (utf8, "decode", "invalid_utf8"),
         "empty": (None, "decode", "empty_payload"),
-        "huge-name": (  # 512 KiB: over the dead letter's 256 KiB copy, under Kafka's default 1 MiB record
+        "huge-name": (  # 2^17 two-byte letters: over the 256 KiB dead-letter copy, under 1 MiB
             header + _avro_body(make_item(f"{p}-huge-name", "Я" * (1 << 17))),
             "validate",
             "too_long",

@@ -131,6 +131,13 @@ def test_missing_java_says_what_to_install(tmp_path: Path, monkeypatch: pytest.M
         KafkaBroker().start()
 
 
+def test_cluster_ids_never_read_as_a_command_line_option() -> None:
+    # One id in 64 would start with "-"; kafka-storage then fails with "expected one argument".
+    ids = [brokers._cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert {len(i) for i in ids} == {22}
+
+
 def _items(prefix: str, count: int) -> list[dict[str, object]]:
     rows = labelled_rows(500)
     return [make_item(f"{prefix}-{i}", rows[i % len(rows)]["name"] + f" {i}") for i in range(count)]

@@ -35,7 +35,7 @@ from schemas import AvroSerde, LocalCatalogue
 from streams.pipeline.micro_batch import Models
 from streams.pipeline.scoring import Scorer, build_pipeline
 from streams.settings import Settings
-from streams.topics import RAW, TOPICS
+from streams.topics import RAW, REJECTED, TOPICS
 from tools.broker import FLAVORS, local_broker
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
@@ -121,7 +121,8 @@ def run(settings: Settings, n: int, partitions: int, processes: int) -> None:
     results["republish"] = run_sync(run_replay(bootstrap, copy, progress=False)).as_dict()
     for label, tokens in (("reclassify", settings.explain_tokens), ("reclassify, no explanations", 0)):
         target = f"nomenclature.backfill.bench{tokens}"
-        run_sync(ensure_topic(bootstrap, target, partitions, 1))
+        for topic in (target, REJECTED):
+            run_sync(ensure_topic(bootstrap, topic, partitions, 1))
         scoring = dataclasses.replace(settings, explain_tokens=tokens, scoring_processes=processes)
         plan = ReplayPlan(RECLASSIFY, RAW, target, whole, classifier.version)
         models = Models(classifier)

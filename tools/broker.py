@@ -240,9 +240,9 @@ class KafkaBroker:
         logging_file.write_text(_KAFKA_LOGGING.format(log_file=self.log_file))
         base = [java, KAFKA_HEAP, f"-Dlog4j2.configurationFile={logging_file}", "-cp", classpath]
         if not (log_dir / "meta.properties").is_file():
-            cluster_id = _cluster_id()
+            format_storage = ["kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}"]
             formatted = subprocess.run(
-                [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(settings)],
+                [*base, *format_storage, "-c", str(settings)],
                 capture_output=True,
                 text=True,
             )
@@ -282,11 +282,14 @@ class KafkaBroker:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what kafka-storage random-uuid
-    prints)."""
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, never starting with "-"
+    (Kafka's own ``Uuid.randomUuid`` rule: such an id reads as an option on a command line)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @contextlib.contextmanager

@@ -64,7 +64,13 @@ class BatchProducer:
         """Start and load metadata for ``topics``, so the first micro-batch is not the one that waits."""
         await self.start()
         for topic in topics:
-            await asyncio.wait_for(self.producer.partitions_for(topic), timeout)
+            try:
+                await asyncio.wait_for(self.producer.partitions_for(topic), timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no metadata for topic {topic!r} from {self.bootstrap} within {timeout:.0f}s: "
+                    "it does not exist (and the broker does not create topics on first use)"
+                ) from None
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
