@@ -64,7 +64,7 @@ class Settings:
         default="auto",
         metadata={
             "doc": "auto | kafka | tansu: which broker workarounds to apply "
-            "(auto = tansu for the embedded broker, kafka otherwise)."
+            "(auto = tansu for the embedded broker or one with Tansu's cluster id, kafka otherwise)."
         },
     )
     broker_wait_seconds: int = field(

@@ -80,8 +80,8 @@ class Worker:
             NOMENCLATURE_APP_ID=self.app_id,
             NOMENCLATURE_WEB_PORT=str(self.web_port),
             NOMENCLATURE_LOG_LEVEL="info",
-            **self.extra_env,
         )
+        env.update(self.extra_env)  # may override any of the above
         return env
 
     def start(self) -> Worker:

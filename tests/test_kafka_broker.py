@@ -205,3 +205,20 @@ def test_a_worker_gives_up_on_an_absent_broker_with_a_clear_message(tmp_path: Pa
     log = worker.log_path.read_text()
     assert f"broker {absent.bootstrap} did not answer within 4s" in log
     assert "KAFKA_BOOTSTRAP_SERVERS" in log and "Traceback" not in log
+
+
+def test_a_worker_told_only_an_address_finds_out_which_broker_it_is(
+    broker: Broker, tmp_path: Path, models_dir: Path
+) -> None:
+    # `nomenclature broker` prints KAFKA_BOOTSTRAP_SERVERS for Tansu too; without the flavour a worker
+    # would otherwise take it for Kafka and skip the workarounds its changelog recovery needs.
+    worker = new_worker(broker, tmp_path, models_dir)
+    worker.extra_env["NOMENCLATURE_BROKER_FLAVOR"] = "auto"
+    worker.start()
+    try:
+        worker.wait_ready()
+        assert worker.get("/health")["broker"]["flavor"] == broker.flavor
+        said = f"the broker at {broker.bootstrap} is Tansu (cluster id tansu_cluster)"
+        assert (said in worker.log_path.read_text()) == (broker.flavor == "tansu"), worker.log_tail()
+    finally:
+        worker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -143,9 +144,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         if args.train_if_missing:
             ensure_model(settings)
         try:
-            run_sync(wait_for_broker(settings.bootstrap_servers, settings.broker_wait_seconds))
+            answer = run_sync(wait_for_broker(settings.bootstrap_servers, settings.broker_wait_seconds))
         except BrokerUnreachable as exc:
             raise SystemExit(f"nomenclature worker: {exc}") from None
+        if settings.broker_flavor == "auto" and answer.is_tansu and not settings.is_tansu:
+            print(
+                f"the broker at {settings.bootstrap_servers} is Tansu (cluster id {answer.cluster_id}): "
+                "its workarounds apply (NOMENCLATURE_BROKER_FLAVOR=kafka turns them off)",
+                flush=True,
+            )
+            settings = dataclasses.replace(settings, broker_flavor="tansu")
         run_sync(
             ensure_topics(
                 settings.bootstrap_servers, settings.partitions, settings.replication_factor, settings.app_id

@@ -18,7 +18,9 @@ Two workarounds were measured on this machine (100k records, one worker, 8 parti
 
 The service uses the second: :func:`fetched_end_offsets` is what Faust's consumer uses for end offsets
 when ``Settings.is_tansu`` (:func:`apply`), and what ``/stats`` and the tools use for lag.
-On Apache Kafka nothing is patched: ListOffsets is trusted.
+On Apache Kafka nothing is patched: Faust's recovery and lag trust ListOffsets. The service's own readers
+(``/stats`` lag, the topic reader, replay planning, sinks, ``offsets``) read fetch high-water marks on every
+broker: the answer is right on both, and a tool pointed at an address is not told which broker answers.
 
 Tansu also completes a consumer group's first join only after half the session timeout (measured:
 3 s at 6 s, 5 s at 10 s, 30 s at Faust's default 60 s), so on Tansu the worker uses a 10 s session
