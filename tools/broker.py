@@ -59,15 +59,7 @@ def wait_for_metadata(bootstrap: str, timeout: float = 20.0) -> None:
     """Block until the broker answers a metadata request, or raise TimeoutError."""
     import asyncio
 
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def probe() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-        await admin.start()
-        try:
-            await admin.describe_cluster()
-        finally:
-            await admin.close()
+    from streams.runtime.broker_wait import ask_broker
 
     deadline = time.monotonic() + timeout
     host, _, port = bootstrap.split(",")[0].rpartition(":")
@@ -76,7 +68,7 @@ def wait_for_metadata(bootstrap: str, timeout: float = 20.0) -> None:
         try:
             # a plain connect first, so aiokafka does not log refused connections while the broker boots
             socket.create_connection((host, int(port)), timeout=1).close()
-            asyncio.run(probe())
+            asyncio.run(ask_broker(bootstrap, timeout=2.0))
             return
         except (KafkaError, OSError) as exc:
             last = exc
