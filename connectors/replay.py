@@ -189,7 +189,7 @@ async def run_replay(
     async def finish_oldest() -> None:
         assert scorer is not None
         read, messages, scoring = in_flight.popleft()
-        result = scorer.pipeline.finish(messages, await scoring, lambda partition, item_id: None)
+        result = scorer.pipeline.finish(messages, (await scoring)[0], lambda partition, item_id: None)
         await deliver(reclassified(plan, result, summary.rejected), read)
 
     to_message = None if scorer is None else _message_maker(plan.source, scorer.pipeline)

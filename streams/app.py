@@ -39,6 +39,7 @@ from streams.runtime.batched_table import (
     settling,
 )
 from streams.runtime.partition_watchdog import PartitionWatchdog, caught_up_partitions
+from streams.runtime.priority import PriorityScheduler
 from streams.settings import Settings
 from streams.topics import (
     CLASSIFIED,
@@ -52,7 +53,9 @@ from streams.topics import (
 )
 from streams.topics import SHADOW as SHADOW_TOPIC
 from streams.topics import raw_topics as raw_topics_now
-from streams.web import model_views, views
+from streams.web import dashboard, metrics_views, model_views, views
+from streams.web.auth import AdminCheck
+from streams.web.predict_view import predict_view
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,14 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
     corrections = CorrectionsAgent(settings, latest_corrections, runner)
     watchdog = PartitionWatchdog(app, runner.stats, lambda: runner.busy)
     runner.watchdog = watchdog
+    # POST /predict's queue and pool, which yield scoring time to the stream while it has micro-batches
+    predict_scheduler = PriorityScheduler(
+        settings.predict_workers,
+        settings.predict_queue_size,
+        settings.predict_share,
+        stream_busy=lambda: runner.busy > 0,
+        metrics=runner.metrics,
+    )
 
     # ---- agents
     @app.agent(raw, name="classify")
@@ -161,6 +172,12 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
         partitions = {tp.partition for tp in assigned_actives(app) if is_raw_topic(tp.topic)}
         await _logged(runner.report_shadow(partitions), "sending shadow counts failed")
 
+    runner.metrics.add_live(metrics_views.live_families(runner, monitor, lifecycle))
+
+    @app.timer(settings.dashboard_refresh_seconds)
+    async def sample_metrics() -> None:
+        await _logged(metrics_views.sample(app, settings, runner), "sampling the metrics history failed")
+
     @app.timer(2.0)
     async def watch_partitions() -> None:
         await _logged(watchdog.check(), "checking partitions for stalls failed")
@@ -185,6 +202,7 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
             outputs = [CLASSIFIED, REJECTED, DRIFT, SHADOW_TOPIC, MODELS, drift.topic, shadow.topic]
             await runner.producer.prepare([*outputs, *(table.changelog_topic for table in tables)])
             await runner.scorer.start()
+            await predict_scheduler.start()
             if follower.to_announce is not None:  # the control topic had no champion of this registry
                 await runner.producer.send_all([event_record(follower.serde, follower.to_announce)])
 
@@ -200,6 +218,7 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
                     await asyncio.sleep(2.0)
 
         async def on_stop(self) -> None:
+            await predict_scheduler.stop()
             runner.scorer.close()
             lifecycle.close()
             await runner.producer.stop()
@@ -208,10 +227,17 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
     app.page("/health")(views.health_view(app, settings, runner))
     app.page("/stats")(views.stats_view(app, settings, runner, monitor))
     app.page("/drift")(views.drift_view(app, runner, monitor))
+    app.page("/predict")(predict_view(settings, runner, predict_scheduler))
+    app.page("/metrics")(metrics_views.metrics_view(runner))
+    app.page("/dashboard/data")(metrics_views.dashboard_data_view(app, settings, runner))
+    app.page(dashboard.PAGE_PATH)(dashboard.dashboard_view(settings))
+    app.page(dashboard.PLOTLY_PATH)(dashboard.plotly_view())
+    app.page(dashboard.SCRIPT_PATH)(dashboard.script_view())
     app.page("/models")(model_views.models_view(app, follower, lifecycle, corrections))
     app.page("/models/lifecycle")(model_views.lifecycle_view(lifecycle))
-    app.page("/corrections")(model_views.corrections_view(runner.producer, corrections))
-    app.page("/retrain")(model_views.retrain_view(lifecycle))
+    admin = AdminCheck(settings)
+    app.page("/corrections")(model_views.corrections_view(runner.producer, corrections, admin))
+    app.page("/retrain")(model_views.retrain_view(lifecycle, admin))
     return app
 
 

@@ -23,6 +23,7 @@ from streams.pipeline.micro_batch import Models, Pipeline
 from streams.pipeline.scoring import ModelSpec, Scorer
 from streams.runtime.batched_table import BatchedTable
 from streams.runtime.events import raw_message
+from streams.runtime.metrics import WorkerMetrics
 from streams.runtime.partition_watchdog import PartitionWatchdog
 from streams.runtime.stats import Stats
 from streams.settings import Settings
@@ -57,6 +58,7 @@ class Runner:
         self.watchdog: PartitionWatchdog | None = None
         self.producer = BatchProducer(settings.bootstrap_servers)
         self.stats = Stats()
+        self.metrics = WorkerMetrics(settings.dashboard_refresh_seconds)
         self.unsubscribed_sources: set[str] = set()  # raw topics created after this worker started
 
     async def consume(self, stream: faust.StreamT) -> None:
@@ -95,7 +97,7 @@ class Runner:
         started = time.perf_counter()
         models = self.models  # one batch, one set of models: a swap takes effect at the next batch
         messages = [raw_message(event) for event in events]
-        scored = await self.scorer.score(messages, models)
+        scored, scoring_seconds = await self.scorer.score(messages, models)
         if previous is not None:
             await previous
         self._find_gaps(messages)
@@ -114,9 +116,14 @@ class Runner:
         delivered = await self.producer.send_all(result.outputs + changelog)
         for table in (self.items, self.drift.table, self.shadow.table):
             table.persisted(delivered)
+        delivered_at = time.time()
         for event in events:
             await stream.ack(event)
-        self.stats.record(messages, result.counts, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.stats.record(messages, result.counts, elapsed)
+        confidences = [one.confidence for one in scored if one.stage is None]
+        challenger = None if models.challenger is None else models.challenger.version
+        self.metrics.batch(messages, result, confidences, scoring_seconds, elapsed, delivered_at, challenger)
 
     async def swap(self, models: Models) -> None:
         """Score the next micro-batches with `models`, once the scoring processes have loaded them."""

@@ -76,6 +76,49 @@ class Settings:
     )
     web_host: str = field(default="127.0.0.1", metadata={"doc": "Bind address of the worker's web server."})
     web_port: int = field(default=6066, metadata={"doc": "Port of the worker's web server."})
+    admin_token: str | None = field(
+        default=None,
+        repr=False,  # a secret: never in a log line or a repr
+        metadata={
+            "doc": "Bearer token that state-changing endpoints (POST /corrections, POST /retrain) require; "
+            "unset (and no admin user) = they answer only when the web server binds a loopback address."
+        },
+    )
+    admin_user: str | None = field(
+        default=None,
+        metadata={
+            "doc": "HTTP Basic user that state-changing endpoints accept (with NOMENCLATURE_ADMIN_PASSWORD)."
+        },
+    )
+    admin_password: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"doc": "HTTP Basic password of NOMENCLATURE_ADMIN_USER."},
+    )
+    predict_max_items: int = field(
+        default=1000, metadata={"doc": "POST /predict: most items in one request (more = 413)."}
+    )
+    predict_max_bytes: int = field(
+        default=1_048_576, metadata={"doc": "POST /predict: largest request body in bytes (larger = 413)."}
+    )
+    predict_queue_size: int = field(
+        default=64,
+        metadata={"doc": "POST /predict: requests that may wait for scoring; when full the answer is 429."},
+    )
+    predict_workers: int = field(
+        default=1, metadata={"doc": "POST /predict: requests scored at the same time (the fixed pool)."}
+    )
+    predict_share: float = field(
+        default=0.5,
+        metadata={
+            "doc": "POST /predict: most share of scoring time it may take while the stream has items "
+            "waiting (the rest is reserved for the stream)."
+        },
+    )
+    dashboard_refresh_seconds: float = field(
+        default=5.0,
+        metadata={"doc": "GET /dashboard: seconds between refreshes and between history samples."},
+    )
     partitions: int = field(default=8, metadata={"doc": "Partitions of the topics created at start-up."})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor of created topics."})
     scoring_processes: int = field(
@@ -231,6 +274,8 @@ class Settings:
             raise ValueError(
                 f"NOMENCLATURE_BROKER_FLAVOR must be auto, kafka or tansu, not {settings.broker_flavor!r}"
             )
+        if not 0 < settings.predict_share <= 1:
+            raise ValueError(f"NOMENCLATURE_PREDICT_SHARE must be in (0, 1], not {settings.predict_share!r}")
         return settings
 
     @staticmethod

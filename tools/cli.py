@@ -131,6 +131,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from schemas import catalogue_from_url
     from streams.app import create_app
     from streams.lifecycle.model_events import read_state
+    from streams.lifecycle.model_follower import NoModelError
     from streams.runtime.broker_wait import BrokerUnreachable, wait_for_broker
     from streams.topics import ensure_topics, raw_topics
     from tools.broker import EmbeddedBroker, forget_local_tables, port_is_free
@@ -162,7 +163,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         registry = ModelRegistry(settings.models_dir)
         catalogue = catalogue_from_url(settings.schema_registry_url)
         state = run_sync(read_state(settings.bootstrap_servers, catalogue, registry.registry_id()))
-        app = create_app(settings, run_sync(raw_topics(settings.bootstrap_servers)), state)
+        try:
+            app = create_app(settings, run_sync(raw_topics(settings.bootstrap_servers)), state)
+        except NoModelError as exc:
+            raise SystemExit(f"nomenclature worker: {exc}") from None
         worker = faust.Worker(app, loglevel=settings.log_level)
         worker.execute_from_commandline()
     finally:

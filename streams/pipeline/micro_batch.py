@@ -73,6 +73,7 @@ class Scored(NamedTuple):
     state: bytes = b""  # the item-table value (JSON)
     drift: tuple[int, ...] = ()  # the item's bin per drift-baseline feature (empty without a baseline)
     label: str = ""  # the champion's
+    confidence: float = 0.0  # the champion's calibrated confidence in `label`
     shadow_value: bytes = b""  # the challenger's encoded ClassifiedItem, while one is shadowed
     shadow_label: str = ""
 
@@ -121,35 +122,50 @@ class Pipeline:
         accepted: list[tuple[int, dict[str, Any], list[Issue]]],
         models: Models,
     ) -> list[tuple[int, Scored]]:
-        try:
-            predictions = self._predict([item for _, item, _ in accepted], models)
-        except Exception:
-            # A batch failure must not cost the good items: score one by one to find the culprit.
-            log.exception("classifying a batch of %d failed; retrying item by item", len(accepted))
-            done = []
-            for index, item, warnings in accepted:
-                try:
-                    one = self._predict([item], models)
-                except Exception as exc:
-                    issue = Issue("", "classify_failed", f"{type(exc).__name__}: {exc}")
-                    done.append((index, _refused(item["id"], "classify", [issue])))
-                else:
-                    done.append((index, self._encode(messages[index], item, warnings, models, *one[0])))
-            return done
+        predictions = self.predict([item for _, item, _ in accepted], models)
         return [
-            (index, self._encode(messages[index], item, warnings, models, *predicted))
+            (index, _refused(item["id"], "classify", [predicted]))
+            if isinstance(predicted, Issue)
+            else (index, self._encode(messages[index], item, warnings, models, *predicted))
             for (index, item, warnings), predicted in zip(accepted, predictions, strict=True)
         ]
 
+    def predict(
+        self,
+        items: list[dict[str, Any]],
+        models: Models,
+        top_k: int | None = None,
+        explain: int | None = None,
+    ) -> list[tuple[Prediction, str, Prediction | None] | Issue]:
+        """`_predict`'s answer per item, or the ``classify_failed`` issue of an item that cannot be
+        classified: a batch failure must not cost the good items, so it is scored one by one then."""
+        try:
+            return list(self._predict(items, models, top_k, explain))
+        except Exception:
+            log.exception("classifying a batch of %d failed; retrying item by item", len(items))
+        done: list[tuple[Prediction, str, Prediction | None] | Issue] = []
+        for item in items:
+            try:
+                done.append(self._predict([item], models, top_k, explain)[0])
+            except Exception as exc:
+                done.append(Issue("", "classify_failed", f"{type(exc).__name__}: {exc}"))
+        return done
+
     def _predict(
-        self, items: list[dict[str, Any]], models: Models
+        self,
+        items: list[dict[str, Any]],
+        models: Models,
+        top_k: int | None = None,
+        explain: int | None = None,
     ) -> list[tuple[Prediction, str, Prediction | None]]:
-        """Per item: the champion's prediction, the feature digest and the challenger's prediction."""
+        """Per item: the champion's prediction, the feature digest and the challenger's prediction.
+        ``top_k`` and ``explain`` default to the settings' (``POST /predict`` may ask for others)."""
         champion, challenger = models.champion, models.challenger
         featurizer = champion.featurizer
         counts = featurizer.counts(items)
         features = featurizer.normalize_counts(counts)
-        top_k, explain = self.settings.top_k, self.settings.explain_tokens
+        top_k = self.settings.top_k if top_k is None else top_k
+        explain = self.settings.explain_tokens if explain is None else explain
         predictions = champion.predict_features(features, items, top_k, explain, counts)
         shadows: list[Prediction | None] = [None] * len(items)
         if challenger is not None:
@@ -170,14 +186,7 @@ class Pipeline:
         return {
             "id": item["id"],
             "item": item,
-            "label": prediction.label,
-            "confidence": prediction.confidence,
-            "probabilities": prediction.probabilities,
-            "top_k": [{"label": label, "probability": p} for label, p in prediction.top_k],
-            "explanation": [{"token": token, "weight": weight} for token, weight in prediction.explanation],
-            "model_version": classifier.version,
-            "featurizer_version": classifier.featurizer_version,
-            "warnings": [issue.as_dict() for issue in warnings],
+            **result_fields(prediction, classifier, warnings),
             "source": message.source(),
             "classified_at": classified_at,
         }
@@ -219,6 +228,7 @@ class Pipeline:
             state=json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
             drift=() if baseline is None else baseline.bins(item, prediction.label, prediction.confidence),
             label=prediction.label,
+            confidence=prediction.confidence,
             shadow_value=shadow_value,
             shadow_label="" if shadow is None else shadow.label,
         )
@@ -286,6 +296,23 @@ class Pipeline:
         )
         for issue in errors:
             result.counts.append((message.topic, outcome, issue.code))
+
+
+def result_fields(
+    prediction: Prediction, classifier: Classifier, warnings: Sequence[Issue]
+) -> dict[str, Any]:
+    """The ClassifiedItem fields that say what `classifier` made of an item (the stream's records and
+    ``POST /predict``'s results alike)."""
+    return {
+        "label": prediction.label,
+        "confidence": prediction.confidence,
+        "probabilities": prediction.probabilities,
+        "top_k": [{"label": label, "probability": p} for label, p in prediction.top_k],
+        "explanation": [{"token": token, "weight": weight} for token, weight in prediction.explanation],
+        "model_version": classifier.version,
+        "featurizer_version": classifier.featurizer_version,
+        "warnings": [issue.as_dict() for issue in warnings],
+    }
 
 
 def key_or_none(key: bytes | None) -> str | None:

@@ -23,10 +23,10 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from threadpoolctl import threadpool_limits
 
@@ -37,11 +37,13 @@ from schemas import catalogue_from_url
 from streams.pipeline.codes import load_code_lists
 from streams.pipeline.messages import RawMessage
 from streams.pipeline.micro_batch import Models, Pipeline, Scored
-from streams.pipeline.validation import Validator
+from streams.pipeline.predict import ItemOutcome, classify_items
+from streams.pipeline.validation import Issue, Validator
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 KEPT_VERSIONS = 4  # models a scoring process keeps loaded: champion, challenger and the two before them
 
 
@@ -115,9 +117,23 @@ def _init(settings: Settings, spec: ModelSpec) -> None:
     _pipeline = build_pipeline(settings)
 
 
-def _score(messages: Sequence[RawMessage], spec: ModelSpec) -> list[Scored]:
+def _score(messages: Sequence[RawMessage], spec: ModelSpec) -> tuple[list[Scored], float]:
     assert _pipeline is not None and _cache is not None, "scoring process not initialised"
-    return _pipeline.score(messages, _cache.models(spec))
+    return _timed(_pipeline.score, messages, _cache.models(spec))
+
+
+def _timed(score: Callable[..., list[Scored]], *args: Any) -> tuple[list[Scored], float]:
+    """What `score` returns and the seconds it took in this process (the IPC and queueing excluded)."""
+    started = time.perf_counter()
+    return score(*args), time.perf_counter() - started
+
+
+def _predict(
+    items: list[tuple[dict[str, Any], list[Issue]]], champion: str, top_k: int, explain: int
+) -> tuple[list[ItemOutcome], float]:
+    """``POST /predict``'s validated items, with this process's pipeline and its copy of the champion."""
+    assert _pipeline is not None and _cache is not None, "scoring process not initialised"
+    return classify_items(_pipeline, items, _cache.models(ModelSpec(champion)).champion, top_k, explain)
 
 
 def _load(spec: ModelSpec) -> ModelSpec:
@@ -162,21 +178,38 @@ class Scorer:
             *(loop.run_in_executor(self._pool, _load, spec) for _ in range(self.settings.scoring_processes))
         )
 
-    async def score(self, messages: Sequence[RawMessage], models: Models) -> list[Scored]:
+    async def score(self, messages: Sequence[RawMessage], models: Models) -> tuple[list[Scored], float]:
+        """One `Scored` per message, and the seconds scoring took where it ran."""
         loop = asyncio.get_running_loop()
         if self.settings.scoring_processes <= 0:
-            return await loop.run_in_executor(None, self.pipeline.score, messages, models)
+            return await loop.run_in_executor(None, _timed, self.pipeline.score, messages, models)
+        return await self._in_pool(_score, messages, ModelSpec.of(models))
+
+    async def predict(
+        self, items: list[tuple[dict[str, Any], list[Issue]]], champion: Classifier, top_k: int, explain: int
+    ) -> tuple[list[ItemOutcome], float]:
+        """``POST /predict``: validated (item, warnings) pairs scored by `champion` where micro-batches are
+        scored, one outcome each, and the seconds scoring took there."""
+        if self.settings.scoring_processes <= 0:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None, classify_items, self.pipeline, items, champion, top_k, explain
+            )
+        return await self._in_pool(_predict, items, champion.version, top_k, explain)
+
+    async def _in_pool(self, work: Callable[..., T], *args: Any) -> T:
+        """`work` in a scoring process; once more in a new pool if a process died meanwhile."""
         await self.start()
         assert self._pool is not None
-        spec = ModelSpec.of(models)
+        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, _score, messages, spec)
+            return await loop.run_in_executor(self._pool, work, *args)
         except BrokenProcessPool:
             log.error("a scoring process died; starting a new one and scoring the batch again")
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
             await self.start()
-            return await loop.run_in_executor(self._pool, _score, messages, spec)
+            return await loop.run_in_executor(self._pool, work, *args)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -1,4 +1,5 @@
-"""Web views of the model lifecycle: ``GET /models``, ``POST /corrections``, ``POST /retrain``.
+"""Web views of the model lifecycle: ``GET /models``, ``POST /corrections``, ``POST /retrain`` (the two
+``POST``s change state: `streams.web.auth.admin_only` guards them).
 
 ``GET /models`` answers on every worker: what this worker serves (champion, challenger, refused artifacts),
 the registry's aliases and champion history, this worker's correction counts, and the retraining
@@ -25,6 +26,7 @@ from streams.pipeline.emit import BatchProducer
 from streams.pipeline.messages import OutRecord
 from streams.pipeline.validation import Issue
 from streams.topics import CORRECTIONS
+from streams.web.auth import Admin, AdminCheck, admin_only
 
 MAX_CORRECTIONS_PER_POST = 10_000
 
@@ -35,6 +37,8 @@ def registry_view(registry: ModelRegistry) -> dict[str, Any]:
         "root": str(registry.root),
         "aliases": aliases,
         "champion_history": registry.champion_history(),
+        # every alias change, oldest first: the dashboard plots promotions and rollbacks from it
+        "alias_events": registry.alias_events(),
     }
     for alias, version in aliases.items():
         try:
@@ -101,9 +105,10 @@ def lifecycle_view(lifecycle: LifecycleHost) -> type[View]:
     return LifecycleView
 
 
-def corrections_view(producer: BatchProducer, corrections: CorrectionsAgent) -> type[View]:
+def corrections_view(producer: BatchProducer, corrections: CorrectionsAgent, check: AdminCheck) -> type[View]:
     class CorrectionsView(View):
-        async def post(self, request: Request) -> Response:
+        @admin_only(check)
+        async def post(self, request: Request, admin: Admin) -> Response:
             """One correction (a JSON object) or many (a list), validated here and published."""
             try:
                 body = await _json_body(request)
@@ -140,9 +145,10 @@ def corrections_view(producer: BatchProducer, corrections: CorrectionsAgent) -> 
     return CorrectionsView
 
 
-def retrain_view(lifecycle: LifecycleHost) -> type[View]:
+def retrain_view(lifecycle: LifecycleHost, check: AdminCheck) -> type[View]:
     class RetrainView(View):
-        async def post(self, request: Request) -> Response:
+        @admin_only(check)
+        async def post(self, request: Request, admin: Admin) -> Response:
             try:
                 body = await _json_body(request) or {}
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -150,7 +156,7 @@ def retrain_view(lifecycle: LifecycleHost) -> type[View]:
             if not isinstance(body, dict):
                 return self.json({"error": "expected a JSON object: {reason, requested_by}"}, status=400)
             reason = str(body.get("reason") or "requested through POST /retrain")
-            requested_by = str(body.get("requested_by") or "web")
+            requested_by = str(body.get("requested_by") or f"web ({admin.user})")
             await lifecycle.request("manual", reason, requested_by)
             return self.json({"requested": True, "reason": reason, "see": "GET /models"}, status=202)
 

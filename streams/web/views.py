@@ -19,6 +19,7 @@ from streams.pipeline.emit import BatchProducer
 from streams.pipeline.micro_batch import Models
 from streams.runtime import broker_quirks
 from streams.runtime.batched_table import BatchedTable
+from streams.runtime.metrics import WorkerMetrics
 from streams.runtime.partition_watchdog import PartitionWatchdog, processed_position
 from streams.runtime.stats import Stats
 from streams.settings import Settings
@@ -32,6 +33,7 @@ class Worker(Protocol):
     models: Models
     unsubscribed_sources: set[str]
     stats: Stats
+    metrics: WorkerMetrics
     items: BatchedTable
     drift: DriftCounter
     shadow: ShadowCounter

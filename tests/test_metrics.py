@@ -1,0 +1,208 @@
+"""GET /metrics and the dashboard's history: the Prometheus instruments, read back with prometheus_client's
+own text parser from a real worker, and the series `WorkerMetrics` keeps."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.pipeline.messages import BatchResult, RawMessage, ShadowObservation
+from streams.runtime.metrics import CONFIDENCE_EDGES, BulkHistogram, WorkerMetrics
+from tests.support import Broker, make_item, new_worker, produce_items, wait_for_ids
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(sample name, sorted labels) -> value, parsed by prometheus_client."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_a_bulk_histogram_exposes_what_prometheus_clients_own_histogram_does() -> None:
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [rng.exponential(0.2, 5000), [0.05, 0.1, 1.0, 0.0, 400.0]]
+    )  # on bucket bounds too
+    buckets = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = BulkHistogram("x_seconds", "x", buckets)
+    ours_registry.register(ours)
+    theirs = Histogram("x_seconds", "x", buckets=buckets, registry=theirs_registry)
+    for chunk in np.array_split(values, 7):
+        ours.observe_many(chunk)
+    for value in values:
+        theirs.observe(float(value))
+    mine = {
+        k: v for k, v in samples(generate_latest(ours_registry).decode()).items() if "_created" not in k[0]
+    }
+    reference = {
+        k: v for k, v in samples(generate_latest(theirs_registry).decode()).items() if "_created" not in k[0]
+    }
+    assert mine.keys() == reference.keys()
+    for key, value in reference.items():
+        assert mine[key] == pytest.approx(value), key
+
+
+def _message(topic: str, offset: int, timestamp_ms: int | None, replayed: bool = False) -> RawMessage:
+    return RawMessage(topic, 0, offset, timestamp_ms, b"k", b"v", replayed)
+
+
+def test_a_batch_counts_items_errors_latency_and_confidence_and_the_history_rates_them() -> None:
+    metrics = WorkerMetrics(history_interval=5.0)
+    metrics.sample({}, now=1000.0)
+    messages = [_message("nomenclature.raw", i, 999_000) for i in range(4)] + [
+        _message("nomenclature.raw", 4, 1, replayed=True)  # a replay's old timestamp is not a latency
+    ]
+    result = BatchResult()
+    result.counts.extend(
+        [("nomenclature.raw", "classified", "")] * 3
+        + [("nomenclature.raw", "rejected", "okved_unknown"), ("nomenclature.raw", "rejected", "hs_unknown")]
+    )
+    result.shadow.extend(
+        [ShadowObservation(0, True), ShadowObservation(0, False), ShadowObservation(0, True)]
+    )
+    metrics.batch(messages, result, [0.52, 0.97, 1.0], 0.25, 0.4, delivered_at=1000.5, challenger="c1")
+    metrics.predict_answered(200, 10, 0)
+    metrics.predict_answered(422, 3, 2)
+    metrics.predict_answered(429, 0, 0)
+    lag = {"nomenclature.raw:0": {"position": 5, "highwater": 12, "lag": 7}}
+    metrics.sample(lag, now=1005.0)
+
+    parsed = samples(generate_latest(metrics.registry).decode())
+    topic = (("topic", "nomenclature.raw"),)
+    assert parsed[("nomenclature_items_in_total", topic)] == 5
+    assert parsed[("nomenclature_items_classified_total", topic)] == 3
+    assert parsed[("nomenclature_items_rejected_total", topic)] == 2  # 5 in, 3 classified
+    errors = (("code", "okved_unknown"), ("topic", "nomenclature.raw"))
+    assert parsed[("nomenclature_rejected_errors_total", errors)] == 1
+    assert parsed[("nomenclature_end_to_end_latency_seconds_count", ())] == 4
+    assert parsed[("nomenclature_end_to_end_latency_seconds_sum", ())] == pytest.approx(4 * 1.5)
+    assert parsed[("nomenclature_prediction_confidence_count", ())] == 3
+    assert (
+        parsed[("nomenclature_consumer_lag_records", (("partition", "0"), ("topic", "nomenclature.raw")))]
+        == 7
+    )
+    assert parsed[("nomenclature_shadow_items_total", (("agreed", "true"), ("challenger", "c1")))] == 2
+    assert metrics.shadow_agreement("c1") == (3, 2)
+    assert parsed[("nomenclature_predict_requests_total", (("status", "429"),))] == 1
+    assert parsed[("nomenclature_predict_items_total", (("outcome", "classified"),))] == 13
+    assert parsed[("nomenclature_predict_items_total", (("outcome", "rejected"),))] == 2
+
+    history = metrics.history.snapshot()
+    assert history["t"] == [1000.0, 1005.0]
+    assert history["classified_per_second"] == [0.0, 0.6]  # 3 items in 5 s
+    assert history["rejected_per_second"] == {"hs_unknown": [0.0, 0.2], "okved_unknown": [0.0, 0.2]}
+    assert history["latency_p50_seconds"] == [None, 1.5]
+    assert history["batch_size_mean"] == [None, 5.0]
+    assert history["scoring_seconds_mean"] == [None, 0.25]
+    assert history["lag"] == {"nomenclature.raw:0": [None, 7]}
+    assert history["predict_per_second"] == {"200": [0.0, 0.2], "422": [0.0, 0.2], "429": [0.0, 0.2]}
+
+    histogram = metrics.confidence_histogram()
+    assert histogram["edges"] == list(CONFIDENCE_EDGES)
+    assert len(histogram["counts"]) == len(CONFIDENCE_EDGES) - 1
+    assert histogram["counts"][0] == 1 and histogram["counts"][-1] == 2  # 0.52 | 0.97, 1.0
+
+
+def test_the_history_keeps_one_hour() -> None:
+    metrics = WorkerMetrics(history_interval=10.0)
+    for i in range(500):
+        metrics.sample({}, now=float(i * 10))
+    t = metrics.history.snapshot()["t"]
+    assert len(t) == 360 and t[-1] == 4990.0
+
+
+def _get(port: int, path: str) -> tuple[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return response.headers["Content-Type"], response.read().decode("utf-8")
+
+
+def test_metrics_of_a_worker_with_two_scoring_processes_count_every_item_once(
+    broker: Broker, tmp_path: Path, models_dir: Path
+) -> None:
+    """Counted in the worker from what the scoring processes send back: with two of them, exactly the
+    items produced; the model info names the champion /health names."""
+    p = f"t{uuid.uuid4().hex[:8]}"
+    topic = f"nomenclature.raw.{p}"
+    good = [make_item(f"{p}-{i}", f"Болт М{i % 30 + 4} оцинкованный", unit="шт") for i in range(300)]
+    good += [make_item(f"{p}-s{i}", f"Ремонт насоса №{i}", kind="service") for i in range(100)]
+    bad = [make_item(f"{p}-bad-{i}", "Гайка", okved_code="99.99") for i in range(7)]
+    bad += [make_item(f"{p}-badc-{i}", "Шайба", country="XX") for i in range(5)]
+    produce_items(broker.bootstrap, good + bad, topic=topic)
+    worker = new_worker(broker, tmp_path, models_dir)
+    worker.extra_env.update(
+        NOMENCLATURE_SCORING_PROCESSES="2",
+        NOMENCLATURE_BATCH_SIZE="50",
+        NOMENCLATURE_DASHBOARD_REFRESH_SECONDS="1",
+    )
+    worker.start()
+    try:
+        worker.wait_ready()
+        wait_for_ids(broker.bootstrap, p, {i["id"] for i in good + bad}, worker)
+        time.sleep(2.5)  # a history sample after the last batch
+        content_type, text = _get(worker.web_port, "/metrics")
+        health = worker.get("/health")
+        data = worker.get("/dashboard/data")
+    finally:
+        worker.stop()
+
+    assert content_type.startswith("text/plain; version=")
+    parsed = samples(text)
+    labels = (("topic", topic),)
+    assert parsed[("nomenclature_items_in_total", labels)] == len(good) + len(bad)
+    assert parsed[("nomenclature_items_classified_total", labels)] == len(good)
+    assert parsed[("nomenclature_items_rejected_total", labels)] == len(bad)
+    assert parsed[("nomenclature_rejected_errors_total", (("code", "okved_unknown"), *labels))] == 7
+    assert parsed[("nomenclature_rejected_errors_total", (("code", "country_unknown"), *labels))] == 5
+    # every item of every topic the worker read: at least ours, in batches of at most 50
+    items_in = sum(v for (name, _), v in parsed.items() if name == "nomenclature_items_in_total")
+    assert parsed[("nomenclature_micro_batch_items_sum", ())] == items_in
+    assert parsed[("nomenclature_micro_batch_items_count", ())] >= items_in / 50
+    assert (
+        parsed[("nomenclature_scoring_duration_seconds_count", ())]
+        == parsed[("nomenclature_micro_batch_items_count", ())]
+    )
+    assert parsed[("nomenclature_end_to_end_latency_seconds_count", ())] == items_in
+    assert parsed[("nomenclature_prediction_confidence_count", ())] >= len(good)
+    champion = health["model"]["version"]
+    info = [k for k in parsed if k[0] == "nomenclature_model_info"]
+    assert dict(info[0][1]) == {
+        "role": "champion",
+        "version": champion,
+        "featurizer_version": health["model"]["featurizer_version"],
+    }
+    assert any(name == "process_cpu_seconds_total" for name, _ in parsed)
+    # the dashboard's series say the same: the items classified over the samples, this worker named
+    assert data["worker"]["url"].endswith(f":{worker.web_port}")
+    history = data["history"]
+    classified = sum(r * s for r, s in zip(history["classified_per_second"], history["seconds"], strict=True))
+    total = sum(v for (name, _), v in parsed.items() if name == "nomenclature_items_classified_total")
+    # the last sample may be older than the scrape, and other tests' topics may still be flowing
+    assert len(good) - 1 <= classified <= total + 1
+    assert sum(data["confidence"]["counts"]) >= len(good)
+
+
+def test_every_metric_is_in_the_docs() -> None:
+    root = Path(__file__).resolve().parent.parent
+    documented = set(re.findall(r"`(nomenclature_\w+)`", (root / "docs" / "metrics.md").read_text()))
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in WorkerMetrics().registry.collect()
+        if family.name.startswith("nomenclature_")
+    }
+    live = (root / "streams" / "web" / "metrics_views.py").read_text()
+    for kind, name in re.findall(r'(\w+)MetricFamily\(\s*"(nomenclature_\w+)"', live):
+        exposed.add(name + ("_total" if kind == "Counter" else "_info" if kind == "Info" else ""))
+    assert len(exposed) > 20
+    assert exposed <= documented, sorted(exposed - documented)
+    assert documented <= exposed, sorted(documented - exposed)
