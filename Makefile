@@ -47,7 +47,7 @@ test: install
 	$(BIN)/python -m pytest -q -m "not kafka"
 
 test-kafka: install kafka
-	NOMENCLATURE_TEST_BROKER=kafka $(BIN)/python -m pytest -q -m "broker or kafka"
+	NOMENCLATURE_TEST_BROKER=kafka $(BIN)/python -m pytest -q -m "(broker or kafka) and not surface"
 
 lint: install
 	$(BIN)/ruff check .

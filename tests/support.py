@@ -191,6 +191,11 @@ async def _read_values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         return []
 
 
+def read_values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every decoded value of ``topic`` (none while it does not exist)."""
+    return run_sync(_read_values(bootstrap, topic))
+
+
 def read_outputs(bootstrap: str, prefix: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Decoded classified and rejected values whose item id starts with ``prefix``."""
     classified = run_sync(_read_values(bootstrap, CLASSIFIED))

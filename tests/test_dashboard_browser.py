@@ -26,10 +26,14 @@ import pytest
 
 from models.registry import default_model
 from models.registry.model_registry import ModelRegistry
+from models.retraining.promotion import shadow_verdict
 from streams.web.dashboard import plotly_js
 from tests.support import Broker, Worker, make_item, new_worker, produce, produce_items, wait_for_ids
 from tools.common import BUNDLED_DATA
 from tools.drift_check import to_latin
+
+# the web surface: its outcome does not depend on the broker (the Kafka suite leaves it out)
+pytestmark = pytest.mark.surface
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SCREENSHOT = os.environ.get("NOMENCLATURE_DASHBOARD_SCREENSHOT")
@@ -288,3 +292,70 @@ def test_dashboard_renders_every_plot_in_chromium(traffic: Traffic, tmp_path: Pa
     finally:
         driver.quit()
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+
+
+# Draw the shadow panel from a /models body and read back what it drew, in one script (the page's own
+# refresh, reading the real /models, must not come in between)
+DRAW_SHADOW = """
+window.dashboard.draw.shadow(arguments[0]);
+const div = document.getElementById('plot-shadow');
+const trace = (div.data || [])[0] || {};
+return {points: Number(div.dataset.points), x: trace.x || [], y: trace.y || [],
+        bars: div.querySelectorAll('.barlayer .point path').length,
+        verdict: document.getElementById('shadow-verdict').textContent};
+"""
+
+
+def test_the_shadow_panel_draws_a_challenger_in_shadow_and_its_mcnemar_verdict(worker: Worker) -> None:
+    """What the retraining coordinator reports while a challenger is in shadow (the verdict's summary made
+    by `shadow_verdict` itself, as the coordinator makes it), drawn by the page's own code."""
+    verdict = shadow_verdict(
+        scored=640, agreed=600, b=3, c=17, both_right=70, both_wrong=10, min_items=500, alpha=0.05
+    )
+    models = {
+        "lifecycle": {
+            "in_shadow": "mlp-challenger",
+            "cycles": [
+                {"version": "mlp-older", "status": "rejected"},
+                {
+                    "version": "mlp-challenger",
+                    "status": "shadow",
+                    "shadow": {"champion": "mlp-champion", **verdict.summary()},
+                    "decision": "in shadow: waiting",
+                },
+            ],
+        }
+    }
+    driver = _browser()
+    try:
+        driver.get(f"http://127.0.0.1:{worker.web_port}/dashboard")
+        _wait_until(driver, "return window.dashboard.refreshes > 0 && !!window.Plotly;")
+        drawn = driver.execute_script(DRAW_SHADOW, models)
+        time.sleep(0.5)
+        bars = driver.execute_script(
+            "return document.querySelectorAll('#plot-shadow .barlayer .point path').length;"
+        )
+    finally:
+        driver.quit()
+    summary = verdict.summary()
+    assert drawn["points"] == 3 and drawn["y"] == [
+        "agreement rate",
+        "champion accuracy",
+        "challenger accuracy",
+    ]
+    expected = [summary["agreement_rate"], summary["champion_accuracy"], summary["challenger_accuracy"]]
+    assert drawn["x"] == pytest.approx(expected)
+    assert bars == 3
+    text = drawn["verdict"]
+    assert "on 3 champion-only vs 17 challenger-only right · 640 items scored by both (500 needed)" in text
+    assert (
+        "· significant" if verdict.significant else "not significant"
+    ) in text and "in shadow: waiting" in text
+
+
+def _wait_until(driver: Any, script: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not driver.execute_script(script):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page never satisfied: {script}")
+        time.sleep(0.2)

@@ -25,6 +25,9 @@ from streams.pipeline.scoring import Scorer, build_pipeline
 from streams.settings import Settings
 from tests.support import Broker, Worker, make_item, new_worker, produce_items, wait_for_ids
 
+# the web surface: its outcome does not depend on the broker (the Kafka suite leaves it out)
+pytestmark = pytest.mark.surface
+
 MAX_ITEMS = 20
 MAX_BYTES = 20_000
 CLASSIFIED_FIELDS = {

@@ -39,10 +39,14 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Admin:
-    """Who was let through: ``user`` is the Basic user, ``"token"`` for the bearer token, ``"loopback"``
-    when no secret is configured."""
+    """Who was let through: ``via`` is ``bearer`` (the token), ``basic`` (then ``user`` is the user name)
+    or ``loopback`` (no secret configured, a loopback bind)."""
 
-    user: str
+    via: str
+    user: str | None = None
+
+    def __str__(self) -> str:
+        return f"basic user {self.user}" if self.via == "basic" else self.via
 
 
 def is_loopback(host: str) -> bool:
@@ -92,12 +96,12 @@ class AdminCheck:
         credentials = credentials.strip()
         if scheme == "bearer" and self._token:
             if hmac.compare_digest(credentials.encode("utf-8"), self._token):
-                return Admin("token")
+                return Admin("bearer")
             return self._refuse("the bearer token is not the admin token")
         if scheme == "basic" and self._basic:
             user = self._basic_user(credentials)
             if user is not None:
-                return Admin(user)
+                return Admin("basic", user)
             return self._refuse("wrong user or password")
         if not authorization:
             return self._refuse("this endpoint changes state and needs the admin credentials")

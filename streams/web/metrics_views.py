@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from streams.drift.agents import MonitorHost
 from streams.lifecycle.agents import LifecycleHost
 from streams.settings import Settings
-from streams.web.views import Worker, lag
+from streams.web.views import Worker, consumer_lag
 
 
 def live_families(
@@ -152,6 +152,6 @@ def dashboard_data_view(app: faust.App, settings: Settings, runner: Worker) -> t
     return DashboardData
 
 
-async def sample(app: faust.App, settings: Settings, runner: Worker) -> None:
+def sample(app: faust.App, runner: Worker) -> None:
     """The history's next sample (a timer calls it every NOMENCLATURE_DASHBOARD_REFRESH_SECONDS)."""
-    runner.metrics.sample(await lag(app, settings, runner.stats))
+    runner.metrics.sample(consumer_lag(app, runner.stats))

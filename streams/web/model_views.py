@@ -126,6 +126,8 @@ def corrections_view(producer: BatchProducer, corrections: CorrectionsAgent, che
             for index, raw in enumerate(values):
                 try:
                     value = correction_value(raw)
+                    if value["user"] is None and admin.user is not None:
+                        value["user"] = admin.user  # who signed in with HTTP Basic made it
                     errors = processor.check(value, value["id"], now_ms())[1]
                     encoded = b"" if errors else processor.serde.encode(value)
                 except (TypeError, ValueError, AttributeError) as exc:  # not shaped like a Correction
@@ -156,7 +158,7 @@ def retrain_view(lifecycle: LifecycleHost, check: AdminCheck) -> type[View]:
             if not isinstance(body, dict):
                 return self.json({"error": "expected a JSON object: {reason, requested_by}"}, status=400)
             reason = str(body.get("reason") or "requested through POST /retrain")
-            requested_by = str(body.get("requested_by") or f"web ({admin.user})")
+            requested_by = str(body.get("requested_by") or f"web ({admin})")
             await lifecycle.request("manual", reason, requested_by)
             return self.json({"requested": True, "reason": reason, "see": "GET /models"}, status=202)
 

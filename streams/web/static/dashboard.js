@@ -9,7 +9,7 @@
   const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#953800",
                   "#57606a", "#4d2d00", "#0550ae", "#6639ba"];
   const state = { refreshes: 0, lastRefresh: null, errors: {} };
-  window.dashboard = state;  // read by tests/test_dashboard_browser.py
+  window.dashboard = state;  // read by tests/test_dashboard_browser.py (which also calls state.draw)
 
   const pad = (n, w = 2) => String(n).padStart(w, "0");
   // Plotly reads date strings as wall-clock time: give it the browser's local time, not UTC
@@ -305,6 +305,9 @@
       ` (${s.min_items} needed) · ${s.significant ? "significant" : "not significant"}` +
       (cycle.decision ? ` · ${cycle.decision}` : "");
   }
+
+  // a challenger in shadow needs a whole retraining cycle: the browser test draws this panel from a body
+  state.draw = { shadow: drawShadow };
 
   // ---- header and status line
   function drawHeader(data, health) {
