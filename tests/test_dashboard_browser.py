@@ -28,7 +28,7 @@ from models.registry import default_model
 from models.registry.model_registry import ModelRegistry
 from models.retraining.promotion import shadow_verdict
 from streams.web.dashboard import plotly_js
-from tests.support import Broker, Worker, make_item, new_worker, produce, produce_items, wait_for_ids
+from tests.support import Broker, Worker, make_item, new_worker, produce, produce_items, running, wait_for_ids
 from tools.common import BUNDLED_DATA
 from tools.drift_check import to_latin
 
@@ -105,12 +105,8 @@ def worker(
     started = new_worker(module_broker, tmp, trained_models)
     _with_model_history(started.data_dir / "models")
     started.extra_env.update(ENV)
-    started.start()
-    try:
-        started.wait_ready()
+    with running(started):
         yield started
-    finally:
-        started.stop()
 
 
 def _rounds(names: list[str], prefix: str, rounds: int) -> Iterator[tuple[list[dict[str, Any]], int]]:

@@ -23,7 +23,7 @@ from streams.pipeline.micro_batch import Models
 from streams.pipeline.predict import check_items, classify_items, response_body
 from streams.pipeline.scoring import Scorer, build_pipeline
 from streams.settings import Settings
-from tests.support import Broker, Worker, make_item, new_worker, produce_items, wait_for_ids
+from tests.support import Broker, Worker, make_item, new_worker, produce_items, running, wait_for_ids
 
 # the web surface: its outcome does not depend on the broker (the Kafka suite leaves it out)
 pytestmark = pytest.mark.surface
@@ -47,12 +47,8 @@ def worker(
         NOMENCLATURE_PREDICT_MAX_ITEMS=str(MAX_ITEMS),
         NOMENCLATURE_PREDICT_MAX_BYTES=str(MAX_BYTES),
     )
-    started.start()
-    try:
-        started.wait_ready()
+    with running(started):
         yield started
-    finally:
-        started.stop()
 
 
 def post(

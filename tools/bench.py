@@ -43,7 +43,7 @@ from streams.runtime.topic_metadata import topic_partitions
 from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, TOPICS, ensure_topics
-from tools.broker import FLAVORS, free_port, local_broker
+from tools.broker import FLAVORS, bench_broker, free_port
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
 CEILING_TOPIC = "bench.ceiling"
@@ -245,15 +245,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="nomenclature-bench-"))
     settings = Settings.from_env(data_dir=tmp / "worker")
-    broker = None
-    if settings.embedded_broker:
-        broker = local_broker(args.broker).start()
-        bootstrap, flavor = broker.bootstrap, broker.flavor
-    else:
-        bootstrap, flavor = (
-            settings.bootstrap_servers,
-            settings.broker_flavor if settings.broker_flavor != "auto" else "kafka",
-        )
+    broker, bootstrap, flavor = bench_broker(args.broker, settings)
     worker = None
     try:
         local_models = Path(".nomenclature/models")

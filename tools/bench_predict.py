@@ -46,7 +46,7 @@ from schemas import AvroSerde, LocalCatalogue
 from streams.settings import Settings
 from streams.topics import RAW, TOPICS, ensure_topics
 from tools.bench import http_json, percentile, publish
-from tools.broker import FLAVORS, free_port, local_broker
+from tools.broker import FLAVORS, bench_broker, free_port
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -371,13 +371,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="nomenclature-bench-predict-"))
     settings = Settings.from_env(data_dir=tmp / "worker")
-    broker = None
-    if settings.embedded_broker:
-        broker = local_broker(args.broker).start()
-        bootstrap, flavor = broker.bootstrap, broker.flavor
-    else:
-        flavor = settings.broker_flavor if settings.broker_flavor != "auto" else "kafka"
-        bootstrap = settings.bootstrap_servers
+    broker, bootstrap, flavor = bench_broker(args.broker, settings)
     try:
         print(json.dumps(run(settings, bootstrap, flavor, args, tmp), default=str))
     finally:

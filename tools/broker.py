@@ -24,6 +24,8 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
+from streams.settings import Settings
+
 
 def forget_local_tables(tables_dir: Path) -> None:
     """Remove a worker's RocksDB tables before it runs against a broker just started here: the embedded
@@ -305,6 +307,19 @@ def local_broker(flavor: str, port: int | None = None) -> EmbeddedBroker | Kafka
     if flavor == "tansu":
         return EmbeddedBroker(port)
     raise ValueError(f"broker flavor must be one of {', '.join(FLAVORS)}, not {flavor!r}")
+
+
+def bench_broker(
+    flavor: str, settings: Settings
+) -> tuple[EmbeddedBroker | KafkaBroker | None, str, str]:
+    """A benchmark's broker: one of ``flavor`` started here, unless KAFKA_BOOTSTRAP_SERVERS names one (then
+    its flavour is NOMENCLATURE_BROKER_FLAVOR's, kafka when auto). (The started broker or None, its
+    bootstrap servers, its flavour.)"""
+    if settings.embedded_broker:
+        broker = local_broker(flavor).start()
+        return broker, broker.bootstrap, broker.flavor
+    named = settings.broker_flavor if settings.broker_flavor != "auto" else "kafka"
+    return None, settings.bootstrap_servers, named
 
 
 def _answering(broker: EmbeddedBroker | KafkaBroker, process: subprocess.Popen[bytes], timeout: float,
