@@ -8,15 +8,21 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.retraining.promotion import shadow_verdict
 from streams.pipeline.messages import BatchResult, RawMessage, ShadowObservation
+from streams.pipeline.micro_batch import Models
 from streams.runtime.metrics import CONFIDENCE_EDGES, BulkHistogram, WorkerMetrics
+from streams.web.metrics_views import live_families
 from tests.support import Broker, make_item, new_worker, produce_items, wait_for_ids
+from tests.test_drift import _Feed, _reference_items, _unit_shift
+from tests.test_drift import _settings as drift_settings
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -206,3 +212,53 @@ def test_every_metric_is_in_the_docs() -> None:
     assert len(exposed) > 20
     assert exposed <= documented, sorted(exposed - documented)
     assert documented <= exposed, sorted(documented - exposed)
+
+
+def test_live_metrics_read_the_models_the_drift_monitor_and_the_coordinators_verdict() -> None:
+    """What /metrics reads at each scrape: the models served, the drift monitor's latest window (a real
+    `DriftMonitor` fed a shifted window) and the coordinator's McNemar verdict (made by `shadow_verdict`)."""
+    feed = _Feed(drift_settings())
+    feed.window(0, _unit_shift(_reference_items(300, seed=1)))
+    snapshot = feed.monitor.snapshot()
+    verdict = shadow_verdict(
+        scored=640, agreed=600, b=3, c=17, both_right=70, both_wrong=10, min_items=500, alpha=0.05
+    )
+    state = {
+        "in_shadow": "m-2",
+        "cycles": [
+            {"version": "m-2", "shadow": {"champion": "m-1", **verdict.summary()}},
+            {"version": "m-0"},
+        ],
+    }
+    champion = SimpleNamespace(version="m-1", featurizer_version="f-1")
+    challenger = SimpleNamespace(version="m-2", featurizer_version="f-1")
+    runner = SimpleNamespace(models=Models(champion, None, challenger), metrics=WorkerMetrics())  # type: ignore[arg-type]
+    result = BatchResult()
+    result.shadow.extend([ShadowObservation(0, True)] * 3 + [ShadowObservation(0, False)])
+    runner.metrics.batch([_message("nomenclature.raw", 0, None)], result, [], 0.1, 0.1, 1.0, "m-2")
+    monitor = SimpleNamespace(current=lambda: feed.monitor, alerts_sent=2)
+    lifecycle = SimpleNamespace(current=lambda: SimpleNamespace(snapshot=lambda: state))
+    runner.metrics.add_live(live_families(runner, monitor, lifecycle))  # type: ignore[arg-type]
+
+    parsed = samples(generate_latest(runner.metrics.registry).decode())
+    info = {
+        dict(labels)["role"]: dict(labels) for name, labels in parsed if name == "nomenclature_model_info"
+    }
+    assert info["champion"]["version"] == "m-1" and info["challenger"]["version"] == "m-2"
+    unit = snapshot["features"]["unit"]
+    assert unit["psi"] > snapshot["thresholds"]["psi"]  # the shifted feature
+    assert parsed[("nomenclature_drift_psi", (("feature", "unit"),))] == pytest.approx(unit["psi"])
+    assert parsed[("nomenclature_drift_js_distance", (("feature", "unit"),))] == pytest.approx(unit["js"])
+    assert parsed[("nomenclature_drift_threshold", (("metric", "psi"),))] == snapshot["thresholds"]["psi"]
+    assert parsed[("nomenclature_drift_alerts_total", ())] == 2
+    pair = (("challenger", "m-2"), ("champion", "m-1"))
+    assert parsed[("nomenclature_shadow_agreement_ratio", pair)] == 0.75
+    assert parsed[("nomenclature_shadow_mcnemar_p_value", pair)] == pytest.approx(verdict.p_value)
+
+    # another worker hosts the monitor and the coordinator: neither is exported here
+    elsewhere = WorkerMetrics()
+    none = SimpleNamespace(current=lambda: None)
+    elsewhere.add_live(live_families(SimpleNamespace(models=Models(champion), metrics=elsewhere), none, none))  # type: ignore[arg-type]
+    names = {name for name, _ in samples(generate_latest(elsewhere.registry).decode())}
+    assert "nomenclature_model_info" in names
+    assert not {n for n in names if n.startswith(("nomenclature_drift", "nomenclature_shadow_m"))}

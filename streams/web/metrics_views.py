@@ -100,10 +100,11 @@ def _shadow_families(runner: Worker, lifecycle: LifecycleHost) -> Iterable[Metri
             ratio.add_metric([models.challenger.version, models.champion.version], agreed / scored)
             yield ratio
     coordinator = lifecycle.current()
-    shadowed = None if coordinator is None else coordinator.snapshot()["in_shadow"]
-    if coordinator is None or shadowed is None:
+    state = None if coordinator is None else coordinator.snapshot()
+    if state is None or state["in_shadow"] is None:
         return
-    cycle = next((c for c in coordinator.snapshot()["cycles"] if c.get("version") == shadowed), {})
+    shadowed = state["in_shadow"]
+    cycle = next((c for c in state["cycles"] if c.get("version") == shadowed), {})
     verdict = cycle.get("shadow")
     if not verdict:
         return
