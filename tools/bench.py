@@ -224,6 +224,20 @@ async def measure_latency(bootstrap: str, rate: int, seconds: int) -> list[float
     return latencies
 
 
+def worker_env(settings: Settings, bootstrap: str, flavor: str, port: int, app_id: str) -> dict[str, str]:
+    """The environment of a benchmark's `nomenclature worker`: this broker, a data dir and web port of its
+    own, warnings only in its log."""
+    return dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        NOMENCLATURE_BROKER_FLAVOR=flavor,
+        NOMENCLATURE_DATA_DIR=str(settings.data_dir),
+        NOMENCLATURE_WEB_PORT=str(port),
+        NOMENCLATURE_APP_ID=app_id,
+        NOMENCLATURE_LOG_LEVEL="warn",
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -266,15 +280,7 @@ def main() -> None:
         print(f"ceiling (consume-only Faust agent): {ceiling:,.0f} items/s", flush=True)
 
         port = free_port()
-        env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            NOMENCLATURE_BROKER_FLAVOR=flavor,
-            NOMENCLATURE_DATA_DIR=str(settings.data_dir),
-            NOMENCLATURE_WEB_PORT=str(port),
-            NOMENCLATURE_APP_ID="bench",
-            NOMENCLATURE_LOG_LEVEL="warn",
-        )
+        env = worker_env(settings, bootstrap, flavor, port, "bench")
         log = (tmp / "worker.log").open("wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "tools.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log

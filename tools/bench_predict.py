@@ -45,7 +45,7 @@ import aiohttp
 from schemas import AvroSerde, LocalCatalogue
 from streams.settings import Settings
 from streams.topics import RAW, TOPICS, ensure_topics
-from tools.bench import http_json, percentile, publish
+from tools.bench import http_json, percentile, publish, worker_env
 from tools.broker import FLAVORS, bench_broker, free_port
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
@@ -211,15 +211,7 @@ def drain_rate(port: int, bootstrap: str, ids: str, n: int, all_names: list[str]
 def start_worker(
     settings: Settings, bootstrap: str, flavor: str, port: int, log: Path
 ) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        NOMENCLATURE_BROKER_FLAVOR=flavor,
-        NOMENCLATURE_DATA_DIR=str(settings.data_dir),
-        NOMENCLATURE_WEB_PORT=str(port),
-        NOMENCLATURE_APP_ID="bench-predict",
-        NOMENCLATURE_LOG_LEVEL="warn",
-    )
+    env = worker_env(settings, bootstrap, flavor, port, "bench-predict")
     worker = subprocess.Popen(
         [sys.executable, "-m", "tools.cli", "worker"],
         cwd=ROOT,
