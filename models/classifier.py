@@ -177,13 +177,10 @@ class Classifier:
         weights = net.coefs_[0]
         n_sparse = featurizer.n_sparse
         n_hashed = int((featurizer.block_starts < n_sparse).sum())  # the blocks of hashed columns
+        dense_starts = featurizer.block_starts[n_hashed:]  # none without embeddings
+        dense_ends = [*featurizer.block_starts[n_hashed + 1 :], featurizer.width][: len(dense_starts)]
         dense_blocks = [
-            (int(a) - n_sparse, int(b) - n_sparse)
-            for a, b in zip(
-                featurizer.block_starts[n_hashed:],
-                [*featurizer.block_starts[n_hashed + 1 :], featurizer.width],
-                strict=True,
-            )
+            (int(a) - n_sparse, int(b) - n_sparse) for a, b in zip(dense_starts, dense_ends, strict=True)
         ]
         counts, item_dense = _split_dense(occlusions.counts, n_sparse)
         parts, part_dense = _split_dense(occlusions.contributions, n_sparse)

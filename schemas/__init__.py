@@ -10,6 +10,7 @@ from schemas.avsc import (
     LIFECYCLE_SCHEMA,
     MODEL_EVENT_SCHEMA,
     REJECTED_SCHEMA,
+    REVIEW_SCHEMA,
     load_schema,
 )
 from schemas.errors import RegistryError, SchemaNotInCatalogueError, UnknownSchemaIdError
@@ -28,6 +29,7 @@ __all__ = [
     "LIFECYCLE_SCHEMA",
     "MODEL_EVENT_SCHEMA",
     "REJECTED_SCHEMA",
+    "REVIEW_SCHEMA",
     "AvroSerde",
     "Catalogue",
     "DecodeError",

@@ -51,3 +51,4 @@ _CORRECTED = next(f for f in CORRECTION_SCHEMA["fields"] if f["name"] == "correc
 CORRECTED_FIELDS: tuple[str, ...] = tuple(f["name"] for f in _CORRECTED["type"][1]["fields"])
 MODEL_EVENT_SCHEMA: Schema = load_schema("model_event")
 LIFECYCLE_SCHEMA: Schema = load_schema("lifecycle_message")
+REVIEW_SCHEMA: Schema = load_schema("review_item")

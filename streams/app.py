@@ -1,9 +1,10 @@
 """The Faust app, wired in one place: every topic, table, agent, timer, service and page of a worker.
 
 raw topics → ``classify`` (micro-batches, `streams.runner`) → classified / rejected (and, while a challenger
-is in shadow, shadow); window counts → ``drift-monitor`` → alerts; corrections → ``corrections``; alerts →
-``drift-trigger`` → retraining requests → ``lifecycle`` (the retraining coordinator); the model control topic
-→ hot swap. What each piece does lives in the module it comes from; this file says where it is attached.
+is in shadow, shadow; uncertain items → review, answered on ``GET /review`` as corrections); window counts →
+``drift-monitor`` → alerts; corrections → ``corrections``; alerts → ``drift-trigger`` → retraining requests →
+``lifecycle`` (the retraining coordinator); the model control topic → hot swap. What each piece does lives in
+the module it comes from; this file says where it is attached.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import faust
+from faust.types import TP
 from mode import Service
 
 from models.registry.model_registry import ModelRegistry
@@ -24,6 +26,9 @@ from streams.lifecycle.model_events import ModelState, event_record
 from streams.lifecycle.model_follower import ModelFollower
 from streams.lifecycle.shadow import ShadowCounter
 from streams.pipeline.scoring import build_pipeline, limit_native_threads
+from streams.review import follow as review_follow
+from streams.review.board import ReviewBoard
+from streams.review.queue import FLUSH_SECONDS as REVIEW_FLUSH_SECONDS
 from streams.runner import Runner
 from streams.runtime import broker_quirks
 from streams.runtime.batched_table import CORRECTIONS as CORRECTIONS_TABLE
@@ -32,6 +37,7 @@ from streams.runtime.batched_table import (
     DRIFT_WINDOWS,
     ITEMS,
     LIFECYCLE,
+    REVIEW,
     SHADOW,
     BatchedTable,
     assigned_actives,
@@ -51,9 +57,10 @@ from streams.topics import (
     is_raw_topic,
     lifecycle_spec,
 )
+from streams.topics import REVIEW as REVIEW_TOPIC
 from streams.topics import SHADOW as SHADOW_TOPIC
 from streams.topics import raw_topics as raw_topics_now
-from streams.web import dashboard, metrics_views, model_views, views
+from streams.web import dashboard, metrics_views, model_views, review_view, views
 from streams.web.auth import AdminCheck
 from streams.web.predict_view import predict_view
 
@@ -106,14 +113,16 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
     drift_monitor = BatchedTable(declare(app, DRIFT_MONITOR, 1))
     lifecycle_state = BatchedTable(declare(app, LIFECYCLE, 1))
     latest_corrections = BatchedTable(declare(app, CORRECTIONS_TABLE, settings.partitions))
+    review_queued = BatchedTable(declare(app, REVIEW, settings.partitions))
 
     # ---- what the agents, timers and pages act on
     drift = DriftCounter(settings, drift_windows, models.baseline, pipeline.catalogue)
     shadow = ShadowCounter(settings, shadow_counts, pipeline.catalogue)
-    runner = Runner(settings, pipeline, models, items, drift, shadow)
+    runner = Runner(settings, pipeline, models, items, drift, shadow, review_queued)
     monitor = MonitorHost(app, settings, drift_monitor, runner.producer, pipeline.catalogue)
     lifecycle = LifecycleHost(app, settings, lifecycle_state, runner.producer, pipeline.catalogue, registry)
     corrections = CorrectionsAgent(settings, latest_corrections, runner)
+    board = ReviewBoard(settings.review_votes)  # the review page's view of nomenclature.review
     watchdog = PartitionWatchdog(app, runner.stats, lambda: runner.busy)
     runner.watchdog = watchdog
     # POST /predict's queue and pool, which yield scoring time to the stream while it has micro-batches
@@ -172,6 +181,16 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
         partitions = {tp.partition for tp in assigned_actives(app) if is_raw_topic(tp.topic)}
         await _logged(runner.report_shadow(partitions), "sending shadow counts failed")
 
+    @app.timer(REVIEW_FLUSH_SECONDS)
+    async def release_review() -> None:
+        if settling(app) or not runner.review.enabled:
+            return
+        sources = [tp for tp in assigned_actives(app) if is_raw_topic(tp.topic)]
+        await _logged(
+            runner.release_review({tp.partition for tp in sources}, raw_share(app, sources)),
+            "putting items in the review queue failed",
+        )
+
     runner.metrics.add_live(metrics_views.live_families(runner, monitor, lifecycle))
 
     @app.timer(settings.dashboard_refresh_seconds)
@@ -201,8 +220,12 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
     @app.service
     class RunnerLifecycle(Service):
         async def on_start(self) -> None:
-            tables = (items, drift_windows, drift_monitor, shadow_counts, latest_corrections, lifecycle_state)
-            outputs = [CLASSIFIED, REJECTED, DRIFT, SHADOW_TOPIC, MODELS, drift.topic, shadow.topic]
+            tables = (
+                items, drift_windows, drift_monitor, shadow_counts, latest_corrections, lifecycle_state,
+                review_queued,
+            )  # fmt: skip
+            outputs = [CLASSIFIED, REJECTED, DRIFT, SHADOW_TOPIC, REVIEW_TOPIC, MODELS]
+            outputs += [drift.topic, shadow.topic]
             await runner.producer.prepare([*outputs, *(table.changelog_topic for table in tables)])
             await runner.scorer.start()
             await predict_scheduler.start()
@@ -219,6 +242,10 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
                 except Exception as exc:  # the broker went away: read on from where it stopped
                     log.warning("following %s failed (%r); reconnecting", MODELS, exc)
                     await asyncio.sleep(2.0)
+
+        @Service.task
+        async def _follow_review(self) -> None:
+            await review_follow.follow(board, settings.bootstrap_servers, pipeline.catalogue)
 
         async def on_stop(self) -> None:
             await predict_scheduler.stop()
@@ -241,6 +268,11 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
     admin = AdminCheck(settings)
     app.page("/corrections")(model_views.corrections_view(runner.producer, corrections, admin))
     app.page("/retrain")(model_views.retrain_view(lifecycle, admin))
+    app.page(review_view.PAGE_PATH)(review_view.review_page_view(settings, admin))
+    app.page(review_view.ITEMS_PATH)(review_view.review_items_view(board, admin))
+    app.page(review_view.ANSWER_PATH)(
+        review_view.review_answer_view(board, runner.producer, corrections, admin)
+    )
     return app
 
 
@@ -261,6 +293,17 @@ async def _logged(step: Awaitable[object], failure: str) -> None:
         await step
     except Exception as exc:
         log.warning("%s: %r", failure, exc)
+
+
+def raw_share(app: faust.App, sources: list[TP]) -> float:
+    """The share of every raw topic's partitions that ``sources`` (this worker's) are: its part of the
+    review budget. 1.0 while the topics' partition counts are not known yet."""
+    topics = {tp.topic for tp in sources}
+    try:
+        total = sum(app.consumer.topic_partitions(topic) or 0 for topic in topics)
+    except Exception:
+        total = 0
+    return min(1.0, len(sources) / total) if total else 1.0
 
 
 def _bytes_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:

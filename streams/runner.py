@@ -21,6 +21,7 @@ from streams.pipeline.emit import BatchProducer
 from streams.pipeline.messages import RawMessage
 from streams.pipeline.micro_batch import Models, Pipeline
 from streams.pipeline.scoring import ModelSpec, Scorer
+from streams.review.queue import ReviewQueue
 from streams.runtime.batched_table import BatchedTable
 from streams.runtime.events import raw_message
 from streams.runtime.metrics import WorkerMetrics
@@ -44,6 +45,7 @@ class Runner:
         items: BatchedTable,
         drift: DriftCounter,
         shadow: ShadowCounter,
+        review: BatchedTable,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
@@ -52,6 +54,8 @@ class Runner:
         self.items = items
         self.drift = drift
         self.shadow = shadow
+        self.review_table = review
+        self.review = ReviewQueue(settings, review.get, pipeline.catalogue)
         self.shadow_partitions: set[int] | None = None
         self._drift_partitions: frozenset[int] | None = None
         self.busy = 0  # micro-batches being handled
@@ -122,6 +126,7 @@ class Runner:
         elapsed = time.perf_counter() - started
         self.stats.record(messages, result.counts, elapsed)
         confidences = [one.confidence for one in scored if one.stage is None]
+        self.review.offer(result.review)
         challenger = None if models.challenger is None else models.challenger.version
         self.metrics.batch(messages, result, confidences, scoring_seconds, elapsed, delivered_at, challenger)
 
@@ -150,6 +155,12 @@ class Runner:
         if records:
             await self.producer.send_all(records)
             self.drift.reported(closed)
+
+    async def release_review(self, partitions: set[int], share: float) -> None:
+        """Put the candidates the review budget lets out now on nomenclature.review; remember their ids."""
+        records, updates = self.review.release(partitions, share)
+        if records:
+            await self.review_table.deliver(self.producer, records, updates)
 
     async def report_shadow(self, partitions: set[int]) -> None:
         """Report the shadow counts of this worker's active source partitions, while a challenger runs."""

@@ -115,6 +115,27 @@ class Settings:
             "waiting (the rest is reserved for the stream)."
         },
     )
+    review_threshold: float = field(
+        default=0.7,
+        metadata={
+            "doc": "Review queue: items whose calibrated confidence is below this go to nomenclature.review "
+            "(as do items the champion and the challenger label differently); 0 = only disagreements."
+        },
+    )
+    review_max_per_hour: int = field(
+        default=120,
+        metadata={
+            "doc": "Review queue: most items queued per hour across the workers (least certain first); "
+            "0 turns the queue off."
+        },
+    )
+    review_votes: int = field(
+        default=1,
+        metadata={
+            "doc": "Review queue: distinct reviewers who answer an item before it leaves the queue "
+            "(2 or more measures their agreement, Cohen's kappa, on every item)."
+        },
+    )
     dashboard_refresh_seconds: float = field(
         default=5.0,
         metadata={"doc": "GET /dashboard: seconds between refreshes and between history samples."},
@@ -273,6 +294,15 @@ class Settings:
         if settings.broker_flavor not in {"auto", "kafka", "tansu"}:
             raise ValueError(
                 f"NOMENCLATURE_BROKER_FLAVOR must be auto, kafka or tansu, not {settings.broker_flavor!r}"
+            )
+        if not 0 <= settings.review_threshold <= 1:
+            raise ValueError(
+                f"NOMENCLATURE_REVIEW_THRESHOLD must be in [0, 1], not {settings.review_threshold!r}"
+            )
+        if settings.review_max_per_hour < 0 or settings.review_votes < 1:
+            raise ValueError(
+                "NOMENCLATURE_REVIEW_MAX_PER_HOUR must be >= 0 and NOMENCLATURE_REVIEW_VOTES >= 1, not "
+                f"{settings.review_max_per_hour!r} and {settings.review_votes!r}"
             )
         if not 0 < settings.predict_share <= 1:
             raise ValueError(f"NOMENCLATURE_PREDICT_SHARE must be in (0, 1], not {settings.predict_share!r}")

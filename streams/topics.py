@@ -15,6 +15,7 @@ from schemas import (
     LIFECYCLE_SCHEMA,
     MODEL_EVENT_SCHEMA,
     REJECTED_SCHEMA,
+    REVIEW_SCHEMA,
 )
 
 RAW = "nomenclature.raw"
@@ -25,6 +26,8 @@ REJECTED = "nomenclature.rejected"
 DRIFT = "nomenclature.drift"
 CORRECTIONS = "nomenclature.corrections"
 SHADOW = "nomenclature.shadow"
+# Items put before a person (`streams.review`); the answers are corrections.
+REVIEW = "nomenclature.review"
 # The model lifecycle's control topic: one partition, so that every worker reads every event in order.
 MODELS = "nomenclature.models"
 # Reclassification backfills may write to nomenclature.backfill.<name> (ClassifiedItem), beside the live one.
@@ -60,6 +63,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(DRIFT, DRIFT_ALERT_SCHEMA, "alerts: DriftAlert keyed by feature:metric:view:window_start"),
         TopicSpec(CORRECTIONS, CORRECTION_SCHEMA, "input: Correction keyed by item id"),
         TopicSpec(SHADOW, CLASSIFIED_SCHEMA, "output: the challenger's ClassifiedItem keyed by item id"),
+        TopicSpec(REVIEW, REVIEW_SCHEMA, "output: ReviewItem (an item put before a person) keyed by item id"),
         TopicSpec(MODELS, MODEL_EVENT_SCHEMA, "control: ModelEvent keyed by registry_id/alias", 1),
     )
 }

@@ -28,6 +28,7 @@ from models.registry import default_model
 from models.registry.model_registry import ModelRegistry
 from models.retraining.promotion import shadow_verdict
 from streams.web.dashboard import plotly_js
+from tests.browser import WINDOW, chromium, wait_in_page
 from tests.support import Broker, Worker, make_item, new_worker, produce, produce_items, running, wait_for_ids
 from tools.common import BUNDLED_DATA
 from tools.drift_check import to_latin
@@ -35,9 +36,7 @@ from tools.drift_check import to_latin
 # the web surface: its outcome does not depend on the broker (the Kafka suite leaves it out)
 pytestmark = pytest.mark.surface
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SCREENSHOT = os.environ.get("NOMENCLATURE_DASHBOARD_SCREENSHOT")
-WINDOW = (1400, 1000)
 PLOTS = (
     "plot-throughput",
     "plot-latency",
@@ -198,25 +197,6 @@ def test_dashboard_and_its_scripts_are_served_by_the_worker(worker: Worker) -> N
         assert len(response.read()) < len(plotly_js()) // 2
 
 
-def _browser() -> Any:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: install Debian's packages `chromium chromium-driver` "
-            "(apt-get install chromium chromium-driver; .ci/run does)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"):
-        options.add_argument(argument)
-    options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
-    # an explicit driver and browser: selenium has nothing to look up or download
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-
-
 # What the page drew, read in the page: per plot div its traces' points and the SVG marks Plotly made
 DRAWN = """
 const out = {};
@@ -238,7 +218,7 @@ return out;
 def test_dashboard_renders_every_plot_in_chromium(traffic: Traffic, tmp_path: Path) -> None:
     worker = traffic.worker
     champion = worker.get("/health")["model"]["version"]
-    driver = _browser()
+    driver = chromium(WINDOW)
     try:
         driver.get(f"http://127.0.0.1:{worker.web_port}/dashboard")
         # --window-size is the window's, not the page's: make the viewport itself WINDOW
@@ -322,10 +302,10 @@ def test_the_shadow_panel_draws_a_challenger_in_shadow_and_its_mcnemar_verdict(w
             ],
         }
     }
-    driver = _browser()
+    driver = chromium(WINDOW)
     try:
         driver.get(f"http://127.0.0.1:{worker.web_port}/dashboard")
-        _wait_until(driver, "return window.dashboard.refreshes > 0 && !!window.Plotly;")
+        wait_in_page(driver, "return window.dashboard.refreshes > 0 && !!window.Plotly;")
         drawn = driver.execute_script(DRAW_SHADOW, models)
         time.sleep(0.5)
         bars = driver.execute_script(
@@ -347,11 +327,3 @@ def test_the_shadow_panel_draws_a_challenger_in_shadow_and_its_mcnemar_verdict(w
     assert (
         "· significant" if verdict.significant else "not significant"
     ) in text and "in shadow: waiting" in text
-
-
-def _wait_until(driver: Any, script: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not driver.execute_script(script):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the page never satisfied: {script}")
-        time.sleep(0.2)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from models.registry.model_registry import ChecksumError, ModelRegistry
+from models.classifier import Classifier
+from models.registry.model_registry import CHALLENGER, CHAMPION, ChecksumError, ModelRegistry
 from models.retraining.corrections_log import CorrectionsLog
 from models.retraining.warm_start import NoNewCorrectionsError
 from schemas import AvroSerde, LocalCatalogue, now_ms
@@ -270,3 +271,56 @@ def test_automatic_triggers_wait_while_a_challenger_is_in_shadow(tmp_path: Path)
 
 async def _nothing() -> None:
     return None
+
+
+def test_a_challenger_registered_with_its_gate_is_adopted_and_promoted_on_its_shadow_verdict(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """`nomenclature tune --register-best` registers a gated challenger outside any cycle: the coordinator
+    takes it through the same shadow comparison and promotion; a challenger without gate figures is left to
+    the operator."""
+    config = dataclasses.replace(
+        Settings(), models_path=models_dir, data_dir=tmp_path, shadow_min_items=10, auto_promote=True
+    )
+    registry = ModelRegistry(config.models_dir)
+    champion = registry.get(CHAMPION).version
+    classifier = registry.load(champion)
+    events: list[dict[str, Any]] = []
+
+    async def announce(sent: list[dict[str, Any]]) -> None:
+        events.extend(sent)
+
+    coordinator = Coordinator(config, registry, Recorder(), announce)
+
+    def copy(version: str) -> Classifier:
+        return Classifier(
+            classifier.model, classifier.featurizer, version, temperature=classifier.temperature
+        )
+
+    plain = registry.register(copy("plain-1"), {}, models_dir, data_sha256="x", data_rows={})
+    registry.set_alias(CHALLENGER, plain.version)
+    run(coordinator)
+    assert coordinator.state["cycles"] == []  # no gate figures: not the coordinator's to promote
+    gate = {"eligible": True, "reasons": ["macro-F1 on the reference holdout 0.99 → 0.99"]}
+    record = registry.register(
+        copy("tuned-1"),
+        {"gate": gate},
+        models_dir,
+        notes="tuned: study s trial 3",
+        data_sha256="x",
+        data_rows={},
+    )
+    registry.set_alias(CHALLENGER, record.version)
+    run(coordinator)
+    [cycle] = coordinator.state["cycles"]
+    assert cycle["trigger"] == "registered" and cycle["status"] == "shadow" and cycle["version"] == "tuned-1"
+    assert cycle["reason"] == "tuned: study s trial 3" and cycle["champion"] == champion
+    assert cycle["decision"].startswith("in shadow")
+    report = {"challenger": "tuned-1", "champion": champion, "partition": 0, "scored": 40, "agreed": 30,
+              "both_right": 20, "champion_only": 0, "challenger_only": 10, "both_wrong": 0}  # fmt: skip
+    coordinator.ingest({"kind": "shadow_report", "at": now_ms(), "shadow": report})
+    run(coordinator)
+    assert cycle["status"] == "promoted" and registry.get(CHAMPION).version == "tuned-1"
+    assert [(e["event"], e["version"]) for e in events] == [("promoted", "tuned-1")]
+    run(coordinator)  # promoted: nothing more to adopt
+    assert len(coordinator.state["cycles"]) == 1

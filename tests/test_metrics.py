@@ -232,7 +232,9 @@ def test_live_metrics_read_the_models_the_drift_monitor_and_the_coordinators_ver
     }
     champion = SimpleNamespace(version="m-1", featurizer_version="f-1")
     challenger = SimpleNamespace(version="m-2", featurizer_version="f-1")
-    runner = SimpleNamespace(models=Models(champion, None, challenger), metrics=WorkerMetrics())  # type: ignore[arg-type]
+    review = SimpleNamespace(outcomes={"queued": 3, "already_queued": 1, "evicted": 0, "moved": 0})
+    models = Models(champion, None, challenger)  # type: ignore[arg-type]
+    runner = SimpleNamespace(models=models, metrics=WorkerMetrics(), review=review)
     result = BatchResult()
     result.shadow.extend([ShadowObservation(0, True)] * 3 + [ShadowObservation(0, False)])
     runner.metrics.batch([_message("nomenclature.raw", 0, None)], result, [], 0.1, 0.1, 1.0, "m-2")
@@ -254,11 +256,14 @@ def test_live_metrics_read_the_models_the_drift_monitor_and_the_coordinators_ver
     pair = (("challenger", "m-2"), ("champion", "m-1"))
     assert parsed[("nomenclature_shadow_agreement_ratio", pair)] == 0.75
     assert parsed[("nomenclature_shadow_mcnemar_p_value", pair)] == pytest.approx(verdict.p_value)
+    assert parsed[("nomenclature_review_items_total", (("outcome", "queued"),))] == 3
+    assert parsed[("nomenclature_review_items_total", (("outcome", "already_queued"),))] == 1
 
     # another worker hosts the monitor and the coordinator: neither is exported here
     elsewhere = WorkerMetrics()
     none = SimpleNamespace(current=lambda: None)
-    elsewhere.add_live(live_families(SimpleNamespace(models=Models(champion), metrics=elsewhere), none, none))  # type: ignore[arg-type]
+    other = SimpleNamespace(models=Models(champion), metrics=elsewhere, review=review)
+    elsewhere.add_live(live_families(other, none, none))  # type: ignore[arg-type]
     names = {name for name, _ in samples(generate_latest(elsewhere.registry).decode())}
     assert "nomenclature_model_info" in names
     assert not {n for n in names if n.startswith(("nomenclature_drift", "nomenclature_shadow_m"))}

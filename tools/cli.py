@@ -484,11 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep waiting for new records")
     p.set_defaults(func=cmd_consume)
 
-    from tools import offsets_commands, replay_commands, sink_commands
+    from tools import offsets_commands, replay_commands, review_commands, sink_commands, tune_commands
 
     replay_commands.add_parser(sub)
     offsets_commands.add_parser(sub)
     sink_commands.add_parser(sub)
+    review_commands.add_parser(sub)
+    tune_commands.add_parser(sub)
 
     p = sub.add_parser("demo", help="embedded broker + worker + sample items; prints the results (make run)")
     p.add_argument("--serve", action="store_true", help="keep the worker running afterwards")

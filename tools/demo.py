@@ -65,8 +65,8 @@ def run_demo(settings: Settings, samples: Path, keep_running: bool = False) -> N
             print(f"  {value['item_id']} ({value['stage']}) {reasons}")
         print(
             f"\n[demo] web views: http://{settings.web_host}:{settings.web_port}"
-            "/dashboard (`nomenclature demo --serve` keeps it up), /health, /stats, /drift, /models, "
-            "/metrics; POST /predict",
+            "/dashboard (`nomenclature demo --serve` keeps it up), /review (uncertain items to answer), "
+            "/health, /stats, /drift, /models, /metrics; POST /predict",
             flush=True,
         )
         if keep_running:

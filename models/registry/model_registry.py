@@ -3,7 +3,8 @@
 Aliases: `champion` (what the stream and `predict` load) and `challenger` (a candidate under evaluation).
 The index keeps the champion's lineage (`champion_history`, oldest first, the current one last) so that
 `rollback` restores the previous champion, and a second rollback the one before; it also keeps an audit
-log of every alias change (`alias_events`).
+log of every alias change (`alias_events`). Beside the index, ``tuning/<study>.json`` holds the Pareto front
+of each `nomenclature tune` study (`tuning`, `update_tuning`).
 
 Every write goes to a temporary file in the same directory followed by `os.replace`, so a reader sees either
 the old or the new file, never a partial one. Writers serialise their read-modify-write of registry.json on
@@ -21,7 +22,7 @@ import io
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ ALIASES = (CHAMPION, CHALLENGER)
 ARTIFACT_NAME = "model.npz"
 LEGACY_ARTIFACT_SUFFIX = ".joblib"
 BASELINE_NAME = "baseline.json"
+TUNING_DIR = "tuning"
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -223,7 +225,35 @@ class ModelRegistry:
                 return self.load_baseline(record.version)
         return None
 
+    def tuning_studies(self) -> list[str]:
+        """Names of the tuning studies whose Pareto front the registry holds, sorted."""
+        return sorted(path.stem for path in (self.root / TUNING_DIR).glob("*.json"))
+
+    def tuning(self, study: str) -> dict[str, Any] | None:
+        """A tuning study's document (`nomenclature tune`: its Pareto front), or None."""
+        try:
+            return json.loads(self._tuning_path(study).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def _tuning_path(self, study: str) -> Path:
+        if not _SAFE_VERSION.fullmatch(study):
+            raise ValueError(f"study name {study!r} is not usable as a file name (letters, digits, . _ -)")
+        return self.root / TUNING_DIR / f"{study}.json"
+
     # ---- writing -------------------------------------------------------------------------------
+
+    def update_tuning(
+        self, study: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Replace a tuning study's document by `update(the current one or None)`, under the registry lock
+        (a read-modify-write, so two writers do not lose each other's changes); returns the new one."""
+        path = self._tuning_path(study)
+        with self._lock():
+            document = _json_ready(update(self.tuning(study)))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+        return document
 
     def set_baseline(self, version_or_alias: str, baseline: Baseline) -> ModelRecord:
         """Store `baseline` as the model's drift baseline (replacing the one it had)."""

@@ -584,7 +584,8 @@ def _train(config: RetrainConfig, snapshot_path: Path, reason: str, cycle: str) 
     unknown = sorted(set(corrections.new["label"]) - set(champion.labels))
     if unknown:
         raise ValueError(f"corrections with labels {unknown}: {champion.version} knows {champion.labels}")
-    featurizer = Featurizer()
+    # the champion's own featurizer: its weights expect those columns (a tuned champion's differ)
+    featurizer = champion.featurizer
     reference = reference_data(config.reference_dataset, config.feature_root, featurizer, config.seed)
     correction_train = labelled_corrections(corrections.train, featurizer)
     accepted = labelled_corrections(corrections.accepted, featurizer)

@@ -17,7 +17,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,15 +89,25 @@ def load_labelled(csv_path: Path) -> pd.DataFrame:
     return frame[(frame["name"] != "") & (frame["label"] != "")].reset_index(drop=True)
 
 
-def build_model(seed: int) -> MLPClassifier:
+# MLP hyper-parameters a caller may set (`nomenclature tune`); the shape, activation and solver stay.
+TUNABLE_MLP_PARAMS = ("alpha", "learning_rate_init", "batch_size")
+
+
+def build_model(seed: int, mlp_params: Mapping[str, Any] | None = None) -> MLPClassifier:
+    """The 512-256-128 MLP; `mlp_params` may set `TUNABLE_MLP_PARAMS` (default: sklearn's alpha and
+    learning rate, batches of 1024)."""
+    params: dict[str, Any] = {"batch_size": 1024, **(mlp_params or {})}
+    unknown = sorted(set(params) - set(TUNABLE_MLP_PARAMS))
+    if unknown:
+        raise ValueError(f"MLP parameters {unknown} cannot be set; tunable: {', '.join(TUNABLE_MLP_PARAMS)}")
     return MLPClassifier(
         hidden_layer_sizes=HIDDEN_LAYER_SIZES,
         activation="relu",
         solver="adam",
-        batch_size=1024,
         learning_rate="adaptive",  # only used by the sgd solver; kept for the record of the configuration
         random_state=seed,
         shuffle=False,
+        **params,
     )
 
 
@@ -240,12 +250,13 @@ def train_dataset(
     validation_dir: Path | None = None,
     blas_threads: int | None = DEFAULT_BLAS_THREADS,
     featurizer: Featurizer | None = None,
+    mlp_params: Mapping[str, Any] | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
     """Train on a dataset directory's `train` split, validating on its `validation` split (or, for a set
     without one such as a scale set, on `validation_dir`'s). Features are read from (and on first use
     written to) the feature store under `feature_root` (a temporary directory by default). `blas_threads`
     caps BLAS/OpenMP threads during the epochs (None: the library default). `featurizer`: the default one
-    unless given (e.g. for an ablation)."""
+    unless given (e.g. for an ablation). `mlp_params`: see `build_model` (e.g. from `nomenclature tune`)."""
     if feature_root is None:
         with tempfile.TemporaryDirectory(prefix="nomenclature-features-") as scratch:
             return train_dataset(
@@ -258,6 +269,7 @@ def train_dataset(
                 validation_dir=validation_dir,
                 blas_threads=blas_threads,
                 featurizer=featurizer,
+                mlp_params=mlp_params,
             )
     started = time.perf_counter()
     featurizer = featurizer or Featurizer()
@@ -267,16 +279,19 @@ def train_dataset(
     featurize_seconds = time.perf_counter() - started
     validation = val_store.read(VALIDATION)
     val_names = dataset_column(val_dir, "name", validation.row_ids)
-    model, history = _fit(store, validation, seed, max_epochs, patience, progress, blas_threads)
-    untrained_columns = _zero_untrained_inputs(model, store.column_nnz(TRAIN))
-    drop_training_state(model)
-
-    temperature = fit_temperature(model, validation.features, validation.labels.tolist())
-    classifier = Classifier(
-        model, featurizer, version=model_version(model, featurizer, temperature), temperature=temperature
+    classifier, history, untrained_columns = fit_classifier(
+        store,
+        validation,
+        featurizer,
+        seed=seed,
+        max_epochs=max_epochs,
+        patience=patience,
+        progress=progress,
+        blas_threads=blas_threads,
+        mlp_params=mlp_params,
     )
     metrics = validation_metrics(classifier, validation, val_names)
-    metrics["calibration"] = calibration_report(model, classifier, validation)
+    metrics["calibration"] = calibration_report(classifier.model, classifier, validation)
     metrics.update(_training_report(store, val_store, history, featurize_seconds, started))
     metrics.update({"untrained_input_columns": untrained_columns, "seed": seed, "blas_threads": blas_threads})
     metrics["global_importance"] = global_importance(classifier, val_dir, validation, seed)
@@ -284,6 +299,31 @@ def train_dataset(
     if progress:
         _print_summary(classifier, metrics)
     return classifier, metrics
+
+
+def fit_classifier(
+    store: FeatureStore,
+    validation: FeatureChunk,
+    featurizer: Featurizer,
+    *,
+    seed: int,
+    max_epochs: int,
+    patience: int,
+    progress: bool,
+    blas_threads: int | None,
+    mlp_params: Mapping[str, Any] | None = None,
+) -> tuple[Classifier, FitHistory, int]:
+    """The epochs over `store`'s train split (best `validation` epoch kept), untrained input columns
+    zeroed, training state dropped and the temperature fitted on `validation`: (the classifier, the epoch
+    history, how many input columns were zeroed)."""
+    model, history = _fit(store, validation, seed, max_epochs, patience, progress, blas_threads, mlp_params)
+    untrained_columns = _zero_untrained_inputs(model, store.column_nnz(TRAIN))
+    drop_training_state(model)
+    temperature = fit_temperature(model, validation.features, validation.labels.tolist())
+    classifier = Classifier(
+        model, featurizer, version=model_version(model, featurizer, temperature), temperature=temperature
+    )
+    return classifier, history, untrained_columns
 
 
 def global_importance(
@@ -361,6 +401,7 @@ def _fit(
     patience: int,
     progress: bool,
     blas_threads: int | None,
+    mlp_params: Mapping[str, Any] | None = None,
 ) -> tuple[MLPClassifier, FitHistory]:
     classes = np.asarray(store.labels(TRAIN))
     class_labels = classes.tolist()
@@ -377,7 +418,7 @@ def _fit(
         proba = forward(model, validation.features)[1]
         return macro_f1(validation.labels, model.classes_[proba.argmax(axis=1)], class_labels)
 
-    model = build_model(seed)
+    model = build_model(seed, mlp_params)
     with threadpool_limits(limits=blas_threads):
         history = fit_chunks_keeping_best(
             model,

@@ -19,6 +19,11 @@ both models. The challenger is promoted when the gate held (`models.retraining.p
 automatic promotion is on, and the shadow comparison is significant
 (`models.retraining.promotion.shadow_verdict`: enough items scored, and the exact McNemar test on corrected
 shadowed items in the challenger's favour). Then the cycle's corrections join the reference set.
+
+A challenger registered outside a cycle with its gate figures (``nomenclature tune --register-best``) is
+adopted as a cycle of trigger ``registered``, and goes through the same shadow comparison and promotion; one
+without (``nomenclature models promote X --as challenger``) is shadowed by the workers and left to the
+operator.
 """
 
 from __future__ import annotations
@@ -262,9 +267,36 @@ class Coordinator:
         names = ("scored", "agreed", *OUTCOMES)
         return {name: sum(int(r[name]) for r in reports) for name in names}
 
+    def _adopt(self) -> dict[str, Any] | None:
+        """The cycle of a challenger registered with its gate figures outside a cycle, now in shadow."""
+        aliases = self.registry.aliases()
+        version = aliases.get(CHALLENGER)
+        if version is None:
+            return None
+        record = self.registry.get(version)
+        gate = record.metrics.get("gate")
+        if not isinstance(gate, dict) or "eligible" not in gate:
+            return None  # no gate: the operator decides
+        now = now_ms()
+        cycle = {
+            "id": f"cycle-{len(self.state['cycles']) + 1:04d}-{now}",
+            "trigger": "registered",
+            "reason": record.notes or f"{version} registered as the challenger",
+            "status": SHADOW,
+            "started_at": now,
+            "registered_at": now,
+            "version": version,
+            "champion": aliases.get(CHAMPION),
+            "gate": gate,
+        }
+        self.state["cycles"] = [*self.state["cycles"], cycle][-CYCLES_KEPT:]
+        self.dirty.add(STATE_KEY)
+        log.info("adopted challenger %s (%s) for shadow evaluation", version, cycle["reason"])
+        return cycle
+
     async def _follow_challengers(self) -> None:
         """Track the challenger in shadow: promoted or replaced by an operator, or ready to promote."""
-        shadowed = self._in_shadow()
+        shadowed = self._in_shadow() or self._adopt()
         if shadowed is None:
             return
         aliases = self.registry.aliases()

@@ -66,11 +66,28 @@ class ShadowObservation(NamedTuple):
     agreed: bool
 
 
+class ReviewCandidate(NamedTuple):
+    """A classified item the review queue may take: its partition, id, the champion's confidence, whether
+    the challenger disagreed, and the encoded ClassifiedItem of each (the challenger's empty without one)."""
+
+    partition: int
+    item_id: str
+    confidence: float
+    disagreed: bool
+    value: bytes
+    shadow_value: bytes = b""
+
+    @property
+    def uncertainty(self) -> float:
+        return round(1.0 - self.confidence + (1.0 if self.disagreed else 0.0), 6)
+
+
 @dataclass(slots=True)
 class BatchResult:
     outputs: list[OutRecord] = field(default_factory=list)
     table_updates: list[TableUpdate] = field(default_factory=list)
     drift: list[DriftObservation] = field(default_factory=list)
     shadow: list[ShadowObservation] = field(default_factory=list)
+    review: list[ReviewCandidate] = field(default_factory=list)  # `streams.review.queue`
     # (topic, outcome, code): outcome is classified | rejected | duplicate; code '' unless rejected
     counts: list[tuple[str, str, str]] = field(default_factory=list)

@@ -5,7 +5,7 @@ Two phases, both free of Faust and Kafka:
 * :meth:`Pipeline.score` — decode, validate, featurize, classify and encode. Pure: no state, so the
   worker runs it in a separate scoring process (``streams.pipeline.scoring``) on the machine's other core.
 * :meth:`Pipeline.finish` — the stateful part, in the worker: duplicate check against the item table,
-  dead letters, item-table updates and counts.
+  dead letters, item-table updates, review candidates and counts.
 
 While a challenger is in shadow evaluation (`streams.lifecycle.model_follower`), each accepted item is scored
 by both models on the same features: the champion's result goes to ``nomenclature.classified``, the
@@ -37,6 +37,7 @@ from streams.pipeline.messages import (
     DriftObservation,
     OutRecord,
     RawMessage,
+    ReviewCandidate,
     ShadowObservation,
     TableUpdate,
 )
@@ -234,11 +235,14 @@ class Pipeline:
         )
 
     def finish(self, messages: Sequence[RawMessage], scored: Sequence[Scored], lookup: Lookup) -> BatchResult:
-        """Duplicates, dead letters, item-table updates and counts; ``scored`` aligns with ``messages``."""
+        """Duplicates, dead letters, item-table updates, review candidates and counts; ``scored`` aligns
+        with ``messages``."""
         result = BatchResult()
         outputs = result.outputs
         # (content hash, source) written earlier in this same batch, so two records of one id see each other
         pending: dict[tuple[int, str], tuple[str, str]] = {}
+        review = self.settings.review_max_per_hour > 0
+        threshold = self.settings.review_threshold
         for message, one in zip(messages, scored, strict=True):
             if one.stage is not None:
                 self._reject(result, message, one.stage, one.errors or [], one.item_id)
@@ -275,6 +279,13 @@ class Pipeline:
                 outputs.append(OutRecord(SHADOW, key, one.shadow_value, message.timestamp_ms))
                 if counted:
                     result.shadow.append(ShadowObservation(message.partition, one.shadow_label == one.label))
+            disagreed = bool(one.shadow_value) and one.shadow_label != one.label
+            if review and (one.confidence < threshold or disagreed):
+                result.review.append(
+                    ReviewCandidate(
+                        message.partition, item_id, one.confidence, disagreed, one.value, one.shadow_value
+                    )
+                )
             if one.drift and counted:
                 event_time = message.timestamp_ms if message.timestamp_ms is not None else now_ms()
                 result.drift.append(DriftObservation(message.partition, event_time, one.drift))

@@ -29,12 +29,14 @@ DRIFT_MONITOR = "drift_monitor"
 CORRECTIONS = "corrections"
 SHADOW = "shadow"
 LIFECYCLE = "lifecycle"
+REVIEW = "review"
 HELP = {
     ITEMS: "Per-item state: content hash, source position, feature digest, label, model version(s).",
     DRIFT_WINDOWS: "Per source partition: stream time and the bin counts of the open drift windows.",
     DRIFT_MONITOR: "Merged drift windows, episodes, history (one partition, as <app id>-drift-counts).",
     CORRECTIONS: "Per item id: its latest correction (label, corrected_at, user, comment, position).",
     SHADOW: "Per source partition and challenger|champion pair: items scored by both, agreements, pairs.",
+    REVIEW: "Per item id put in the review queue: when, why, its uncertainty and model version.",
     LIFECYCLE: "Retraining cycles, triggers and merged shadow counts (one partition, as <app id>-lifecycle).",
 }
 

@@ -27,7 +27,7 @@ JAVASCRIPT = "text/javascript; charset=utf-8"
 CACHE_FOREVER = "public, max-age=31536000, immutable"
 
 
-def _static(name: str) -> bytes:
+def static_file(name: str) -> bytes:
     return (resources.files("streams.web") / "static" / name).read_bytes()
 
 
@@ -63,7 +63,7 @@ def plotly_view() -> type[View]:
 
 
 def script_view() -> type[View]:
-    return _script_view(_static("dashboard.js"))
+    return _script_view(static_file("dashboard.js"))
 
 
 def dashboard_view(settings: Settings) -> type[View]:
@@ -77,12 +77,12 @@ def dashboard_view(settings: Settings) -> type[View]:
         "paths": {"data": f"{PAGE_PATH}/data", "drift": "/drift", "models": "/models", "health": "/health"},
     }
     page = (
-        _static("dashboard.html")
+        static_file("dashboard.html")
         .decode("utf-8")
         .replace("{{config}}", html.escape(json.dumps(config), quote=True))
         .replace("{{app_id}}", html.escape(settings.app_id))
         .replace("{{plotly_src}}", _versioned(PLOTLY_PATH, plotly_js()))
-        .replace("{{script_src}}", _versioned(SCRIPT_PATH, _static("dashboard.js")))
+        .replace("{{script_src}}", _versioned(SCRIPT_PATH, static_file("dashboard.js")))
     )
 
     class Dashboard(View):

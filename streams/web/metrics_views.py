@@ -35,6 +35,7 @@ def live_families(
     def families() -> list[Metric]:
         found: list[Metric] = [*_model_families(runner), *_drift_families(monitor)]
         found.extend(_shadow_families(runner, lifecycle))
+        found.append(_review_family(runner))
         return found
 
     return families
@@ -51,6 +52,17 @@ def _model_families(runner: Worker) -> Iterable[Metric]:
                 [role], {"version": classifier.version, "featurizer_version": classifier.featurizer_version}
             )
     yield info
+
+
+def _review_family(runner: Worker) -> Metric:
+    family = CounterMetricFamily(
+        "nomenclature_review_items",
+        "Review candidates by what became of them: queued, already_queued, evicted, moved.",
+        labels=["outcome"],
+    )
+    for outcome, count in runner.review.outcomes.items():
+        family.add_metric([outcome], count)
+    return family
 
 
 def _drift_families(monitor: MonitorHost) -> Iterable[Metric]:

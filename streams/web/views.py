@@ -17,6 +17,7 @@ from streams.drift.counts import DriftCounter
 from streams.lifecycle.shadow import ShadowCounter
 from streams.pipeline.emit import BatchProducer
 from streams.pipeline.micro_batch import Models
+from streams.review.queue import ReviewQueue
 from streams.runtime import broker_quirks
 from streams.runtime.batched_table import BatchedTable
 from streams.runtime.metrics import WorkerMetrics
@@ -37,6 +38,7 @@ class Worker(Protocol):
     items: BatchedTable
     drift: DriftCounter
     shadow: ShadowCounter
+    review: ReviewQueue
     watchdog: PartitionWatchdog | None
 
 
