@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from connectors.kafka_io import ensure_topic
@@ -235,3 +237,28 @@ def wait_for_ids(
                 f"{len(missing)} ids missing after {timeout}s, e.g. {missing[:5]}; log:\n{worker.log_tail()}"
             )
         time.sleep(1.0)
+
+
+def checked_occlusion_weights(classifier: Any, items: list[dict[str, Any]]) -> int:
+    """Assert that each explanation weight of `items` equals P(label | item) − P(label | the item's counts
+    less the part's contribution), computed the direct way (re-normalised features, a plain forward pass),
+    and that a part whose leaving-out lowers nothing has no weight; return how many weights were checked."""
+    featurizer = classifier.featurizer
+    predictions = classifier.predict(items, explain=12)
+    occlusions = featurizer.occlusions(items)
+    checked = 0
+    for i, prediction in enumerate(predictions):
+        label = classifier.labels.index(prediction.label)
+        whole = classifier.predict_proba(featurizer.normalize_counts(occlusions.counts[i]))[0, label]
+        weights = dict(prediction.explanation)
+        own = np.flatnonzero(occlusions.owner == i)
+        for r in own:
+            part = occlusions.parts[i][r - own[0]]
+            remaining = featurizer.normalize_counts(occlusions.counts[i] - occlusions.contributions[r])
+            drop = whole - classifier.predict_proba(remaining)[0, label]
+            if drop > 1e-5:
+                assert weights[part] == pytest.approx(drop, abs=2e-6)
+                checked += 1
+            else:
+                assert weights.get(part, 0.0) <= 1e-5
+    return checked

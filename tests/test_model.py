@@ -27,6 +27,7 @@ from models.registry.model_registry import (
 )
 from models.training.epoch_loop import fit_keeping_best
 from models.training.train import build_model, train
+from tests.support import checked_occlusion_weights
 
 DATA = DEFAULT_SOURCE
 NAMES = [
@@ -191,29 +192,13 @@ def test_top_explanation_token_of_a_service_is_a_service_cue(classifier: Classif
 
 def test_occlusion_weight_is_the_probability_drop_without_the_part(classifier: Classifier) -> None:
     """Each weight equals P(label | item) − P(label | the item's counts less the part's contribution),
-    computed here the direct way: re-normalised features and a plain forward pass."""
-    featurizer = classifier.featurizer
+    computed the direct way (`tests.support.checked_occlusion_weights`)."""
     items = [
         {"name": "Ремонт кровли здания"},
         {"name": "Картридж HP CF226X", "unit": "шт"},
         {"name": "Монтаж кондиционера", "full_name": "Монтаж кондиционера настенного", "okved_code": "43.22"},
     ]
-    predictions = classifier.predict(items, explain=12)
-    occlusions = featurizer.occlusions(items)
-    checked = 0
-    for i, prediction in enumerate(predictions):
-        label = classifier.labels.index(prediction.label)
-        whole = classifier.predict_proba(featurizer.normalize_counts(occlusions.counts[i]))[0, label]
-        weights = dict(prediction.explanation)
-        for r in np.flatnonzero(occlusions.owner == i):
-            part = occlusions.parts[i][r - np.flatnonzero(occlusions.owner == i)[0]]
-            remaining = featurizer.normalize_counts(occlusions.counts[i] - occlusions.contributions[r])
-            drop = whole - classifier.predict_proba(remaining)[0, label]
-            if drop > 1e-5:
-                assert weights[part] == pytest.approx(drop, abs=2e-6)
-                checked += 1
-            else:
-                assert weights.get(part, 0.0) <= 1e-5
+    checked = checked_occlusion_weights(classifier, items)
     assert checked >= 3
 
 

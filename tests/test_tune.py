@@ -19,6 +19,7 @@ from models.registry import default_model
 from models.registry.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from models.training.train import build_model
 from models.tuning import search as tuning
+from tests.support import checked_occlusion_weights
 from tools.cli import main
 
 STUDY = "tiny"
@@ -234,18 +235,5 @@ def test_every_point_of_the_space_featurizes_and_explains() -> None:
     for _ in range(20):
         model.partial_fit(features, labels, classes=["product", "service"])
     classifier = Classifier(model, featurizer, "t")
-    predictions = classifier.predict(items, explain=12)
-    occlusions = featurizer.occlusions(items)
-    checked = 0
-    for i, prediction in enumerate(predictions):
-        label = classifier.labels.index(prediction.label)
-        whole = classifier.predict_proba(featurizer.normalize_counts(occlusions.counts[i]))[0, label]
-        weights = dict(prediction.explanation)
-        own = np.flatnonzero(occlusions.owner == i)
-        for r in own:
-            remaining = featurizer.normalize_counts(occlusions.counts[i] - occlusions.contributions[r])
-            drop = whole - classifier.predict_proba(remaining)[0, label]
-            if drop > 1e-5:
-                assert weights[occlusions.parts[i][r - own[0]]] == pytest.approx(drop, abs=2e-6)
-                checked += 1
+    checked = checked_occlusion_weights(classifier, items)
     assert checked >= 2
