@@ -10,22 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.neural_network import MLPClassifier
 
-from models.attribution import forward, forward_from_first_layer
+from models.attribution import ServingNet, serving_net
 from models.features.featurizer import Featurizer, Occlusions
 
-# Outputs are rounded so that they do not depend on the batch an item was scored in (see `net`).
+# Outputs are rounded (float32 products carry about 7 significant digits; see `net`).
 ROUND_DIGITS = 9
 # Explanation weights are probability differences, kept to 6 decimals.
 WEIGHT_DIGITS = 6
 EXPLANATION_CACHE_SIZE = 50_000
-FORWARD_ROWS = 4096  # rows per forward pass over occlusion variants (bounds the dense activations' memory)
 
 
 @dataclass
@@ -65,31 +63,14 @@ class Classifier:
         self.temperature = float(temperature)
 
     @property
-    def net(self) -> SimpleNamespace:
-        """The network as used for inference (built on first use, not pickled).
-
-        Dense float32 matrix products give results that depend on the batch's shape (BLAS picks kernels
-        by size), so one item scored in two different micro-batches could differ in the 7th digit. The
-        sparse first layer computes each row on its own (deterministic) and stays float32, the fast
-        part; the dense layers run in float64 and outputs are rounded to ROUND_DIGITS, so a re-delivered
-        item gets the same output as the first time. The output layer is divided by the temperature.
-        """
+    def net(self) -> ServingNet:
+        """The network as used for inference (built on first use, not pickled): float32, each row's output
+        independent of the batch it is scored in (`models.attribution.ServingNet`), so a re-delivered item
+        gets the same output as the first time; the output layer is divided by the temperature. Outputs
+        are rounded to ROUND_DIGITS."""
         net = self.__dict__.get("_net")
         if net is None:
-            model = self.model
-            coefs = [model.coefs_[0]] + [np.asarray(c, dtype=np.float64) for c in model.coefs_[1:]]
-            intercepts = [model.intercepts_[0]] + [
-                np.asarray(b, dtype=np.float64) for b in model.intercepts_[1:]
-            ]
-            if self.temperature != 1.0:
-                coefs[-1] = coefs[-1] / self.temperature
-                intercepts[-1] = intercepts[-1] / self.temperature
-            net = self.__dict__["_net"] = SimpleNamespace(
-                coefs_=coefs,
-                intercepts_=intercepts,
-                activation=model.activation,
-                out_activation_=model.out_activation_,
-            )
+            net = self.__dict__["_net"] = serving_net(self.model, self.temperature)
         return net
 
     def __getstate__(self) -> dict[str, Any]:
@@ -114,7 +95,8 @@ class Classifier:
 
     def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
         """Class probabilities (n, n_classes) in the order of `labels`."""
-        return forward(self.net, features)[1]
+        net = self.net
+        return net.proba(net.first_layer(features))
 
     def predict(
         self, items: Sequence[Mapping[str, Any]], top_k: int = 2, explain: int = 3
@@ -138,7 +120,7 @@ class Classifier:
         un-normalised `counts`, which explanations would otherwise assemble again)."""
         if features.shape[0] == 0:
             return []
-        proba = np.round(forward(self.net, features)[1], ROUND_DIGITS)
+        proba = np.round(self.predict_proba(features), ROUND_DIGITS)
         predicted = proba.argmax(axis=1)
         if explain > 0:
             explanations = self._explain(items, predicted, proba, explain, counts)
@@ -174,7 +156,7 @@ class Classifier:
         """
         net = self.net
         featurizer = self.featurizer
-        weights = net.coefs_[0]
+        weights = net.first_weights
         n_sparse = featurizer.n_sparse
         n_hashed = int((featurizer.block_starts < n_sparse).sum())  # the blocks of hashed columns
         dense_starts = featurizer.block_starts[n_hashed:]  # none without embeddings
@@ -217,7 +199,7 @@ class Classifier:
         # float32 from here: elementwise, so as deterministic, and half the memory traffic of float64
         inverse = (1.0 / _norms(item_squares)).astype(np.float32)
         products = [np.asarray(product, dtype=np.float32) for product in item_products]
-        first = net.intercepts_[0].astype(np.float32) + products[0] * inverse[:, :1]
+        first = net.first_intercept + products[0] * inverse[:, :1]
         for k in range(1, len(products)):
             first += products[k] * inverse[:, k : k + 1]
         variant_first = first[owner]
@@ -236,13 +218,7 @@ class Classifier:
                 variant_first += change
             else:
                 variant_first[rows] += change  # rows are distinct
-        base = forward_from_first_layer(net, first)[1]
-        variants = [
-            forward_from_first_layer(net, variant_first[start : start + FORWARD_ROWS])[1]
-            for start in range(0, len(owner), FORWARD_ROWS)
-        ]
-        empty = np.zeros((0, len(self.labels)))
-        return np.round(base, ROUND_DIGITS), np.round(np.vstack(variants or [empty]), ROUND_DIGITS)
+        return np.round(net.proba(first), ROUND_DIGITS), np.round(net.proba(variant_first), ROUND_DIGITS)
 
     def _explain(
         self,
@@ -265,8 +241,8 @@ class Classifier:
                 misses.setdefault(key, []).append(i)
         if misses:
             first = [rows[0] for rows in misses.values()]
-            occlusions = featurizer.occlusions_of_keys(
-                [key[0] for key in misses], counts=None if counts is None else counts[first]
+            occlusions = featurizer.occlusions(
+                [items[i] for i in first], counts=None if counts is None else counts[first]
             )
             base, variants = self._occluded_proba(occlusions)
             if len(cache) + len(misses) > EXPLANATION_CACHE_SIZE:

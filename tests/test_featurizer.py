@@ -127,9 +127,12 @@ def test_full_name_adds_words(featurizer: Featurizer) -> None:
     assert (name_only != same).nnz == 0
     assert longer.nnz > name_only.nnz
     assert other.nnz > name_only.nnz
-    segments, _, _ = featurizer.occlusion_key({"name": "Ремонт кровли", "full_name": "Кровельные работы"})
+    segments = [
+        tuple((entry.word, role) for entry, role in segment)
+        for segment in featurizer._segments({"name": "Ремонт кровли", "full_name": "Кровельные работы"})
+    ]
     # (word, role): the first noun of each segment's first part heads it
-    assert segments == ((("ремонт", 1), ("кровли", 0)), (("кровельные", 0), ("работы", 1)))
+    assert segments == [(("ремонт", 1), ("кровли", 0)), (("кровельные", 0), ("работы", 1))]
 
 
 def test_empty_item_gives_zero_row(featurizer: Featurizer) -> None:

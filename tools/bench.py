@@ -1,6 +1,7 @@
 """Benchmark: raw → classified throughput next to a same-run ceiling, and end-to-end latency.
 
     python -m tools.bench [--items 100000] [--load 0.5 | --rate N] [--seconds 20] [--broker tansu|kafka]
+                          [--peers faust,aiokafka,quix | all | none]
 
 1. Throughput: ``--items`` Avro items are published to ``nomenclature.raw``, then one worker
    (``nomenclature worker``) drains the backlog; items/s = items / (last − first ``classified_at``).
@@ -13,6 +14,15 @@
 4. CPU per item, same run (Linux /proc): the ceiling agent's process and the broker while it drains; the
    worker, its scoring processes and the broker while the worker drains. With the machine's cores this
    bounds what any pipeline of that CPU cost per item can reach, whatever its concurrency.
+5. Peers, same run, same broker, same records (the ceiling's copy), after the ceiling (``--peers``, default
+   all; `tools.bench_peers`): the same work — the project's pipeline and champion, validation, dead letters,
+   every output produced, at-least-once — done the plain way of a framework, each in a process of its own
+   with a consumer group of its own: ``faust`` (an agent, one message and one ``send()`` per output at a
+   time), ``aiokafka`` (a ``getmany`` batch loop without Faust: score, produce, await the acks, commit) and
+   ``quix`` (a Quix Streams StreamingDataFrame, per message; ``pip install -e '.[bench]'``). Each prints
+   items/s (first record received to last processed) and its process's CPU µs per item; the broker's CPU
+   is measured while each drains. The peers keep the item table (the duplicate check) in memory, with no
+   changelog: they do less than the worker, which writes RocksDB and a changelog record per item.
 
 Starts a broker of its own, ``--broker``: the embedded Tansu (default) or Apache Kafka (KRaft, from
 `make kafka`'s jars); with KAFKA_BOOTSTRAP_SERVERS set it uses that one (NOMENCLATURE_BROKER_FLAVOR says
@@ -44,6 +54,16 @@ from streams.runtime.topic_metadata import topic_partitions
 from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, TOPICS, ensure_topics
+from tools.bench_peers import (
+    MISSING_QUIX,
+    OUTPUT_PREFIX,
+    PeerConfig,
+    PeerFailed,
+    output_topics,
+    parse_peers,
+    quix_available,
+    run_peer,
+)
 from tools.broker import FLAVORS, bench_broker, free_port
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
@@ -144,6 +164,66 @@ def run_ceiling(bootstrap: str, flavor: str, n: int, tmp: Path) -> tuple[float, 
             rate, cpu_us = line.rsplit("CEILING", 1)[1].split()[:2]
             return float(rate), float(cpu_us)
     raise RuntimeError(f"ceiling worker failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def run_peers(
+    names: list[str],
+    bootstrap: str,
+    flavor: str,
+    n: int,
+    settings: Settings,
+    tmp: Path,
+    broker_pids: list[int],
+) -> dict[str, dict]:
+    """Each peer in turn on the ceiling's records: {name: {items_per_s, cpu_us_per_item: {process, broker}}},
+    or {name: {error}} for one that could not run."""
+    results: dict[str, dict] = {}
+    for name in names:
+        if name == "quix" and not quix_available():
+            print(f"peer quix skipped: {MISSING_QUIX}", flush=True)
+            results[name] = {"error": MISSING_QUIX}
+            continue
+        print(f"peer {name}: draining the ceiling's {n:,} records…", flush=True)
+        group = f"bench-peer-{name}-{os.getpid()}-{int(time.time())}"
+        config = PeerConfig(
+            name,
+            bootstrap,
+            CEILING_TOPIC,
+            n,
+            str(tmp / f"peer-{name}"),
+            flavor,
+            str(settings.models_dir),
+            group,
+        )
+        broker_before = cpu_seconds(broker_pids)
+        try:
+            result = run_peer(config, tmp / f"peer-{name}.log")
+        except PeerFailed as exc:
+            print(f"peer {name} failed: {exc}", flush=True)
+            results[name] = {"error": str(exc)[-1000:]}
+            continue
+        broker_us = (cpu_seconds(broker_pids) - broker_before) / n * 1e6
+        results[name] = {
+            "items_per_s": round(result.items_per_s),
+            "cpu_us_per_item": {"process": round(result.cpu_us_per_item, 1), "broker": round(broker_us, 1)},
+        }
+    return results
+
+
+def peer_lines(peers: dict[str, dict], throughput: float, pipeline_cpu: float) -> list[str]:
+    """The summary's line per peer, beside ours."""
+    lines = []
+    for name, found in peers.items():
+        if "error" in found:
+            lines.append(f"peer {name}: did not run ({found['error'].splitlines()[0]})")
+            continue
+        rate, cpu = found["items_per_s"], found["cpu_us_per_item"]
+        total = cpu["process"] + cpu["broker"]
+        lines.append(
+            f"peer {name}: {rate:,} items/s (ours: {throughput / rate:.2f}× that)  |  CPU per item process "
+            f"{cpu['process']:.0f} + broker {cpu['broker']:.0f} = {total:.0f} µs (ours {pipeline_cpu:.0f} µs)"
+        )
+    return lines
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -259,7 +339,16 @@ def main() -> None:
     parser.add_argument("--rate", type=int, help="latency phase: offered items/s (instead of --load)")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--broker", choices=FLAVORS, default="tansu", help="the broker this run starts")
+    parser.add_argument(
+        "--peers",
+        default="all",
+        help="peers run after the ceiling: a comma list of faust, aiokafka, quix; all; none",
+    )
     args = parser.parse_args()
+    try:
+        peer_names = parse_peers(args.peers)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     tmp = Path(tempfile.mkdtemp(prefix="nomenclature-bench-"))
     settings = Settings.from_env(data_dir=tmp / "worker")
@@ -271,7 +360,8 @@ def main() -> None:
             shutil.copytree(local_models, settings.models_dir)
         ensure_model(settings)
         run_sync(ensure_topics(bootstrap, settings.partitions, 1))
-        run_sync(create_topic(bootstrap, CEILING_TOPIC, settings.partitions))
+        for topic in [CEILING_TOPIC, *(t for name in peer_names for t in output_topics(OUTPUT_PREFIX, name))]:
+            run_sync(create_topic(bootstrap, topic, settings.partitions))
         records = make_records(args.items)
         print(f"publishing {args.items:,} items twice (pipeline input and ceiling input)…", flush=True)
         run_sync(publish(bootstrap, RAW, records))
@@ -283,6 +373,7 @@ def main() -> None:
         ceiling, ceiling_cpu_us = run_ceiling(bootstrap, flavor, args.items, tmp)
         ceiling_broker_us = (cpu_seconds(broker_pids) - broker_cpu) / args.items * 1e6
         print(f"ceiling (consume-only Faust agent): {ceiling:,.0f} items/s", flush=True)
+        peers = run_peers(peer_names, bootstrap, flavor, args.items, settings, tmp, broker_pids)
 
         port = free_port()
         env = worker_env(settings, bootstrap, flavor, port, "bench")
@@ -352,6 +443,7 @@ def main() -> None:
                 "pipeline_scoring": round(scoring_us, 1),
                 "pipeline_broker": round(broker_us, 1),
             },
+            "peers": peers,
         }
         pipeline_cpu = worker_us + scoring_us + broker_us
         cores = os.cpu_count() or 1
@@ -371,6 +463,8 @@ def main() -> None:
             f"(ratio ≤ {cores / pipeline_cpu * 1e6 / ceiling:.2f}); ratio 0.50 needs ≤ "
             f"{cores / (0.5 * ceiling) * 1e6:.0f} µs"
         )
+        for line in peer_lines(peers, throughput, pipeline_cpu):
+            print(line)
         print(json.dumps(result))
     finally:
         if worker is not None and worker.poll() is None:

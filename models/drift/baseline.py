@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from models.features.featurizer import _okved_section
-from models.features.text_normalization import normalize_words
+from models.features.text_normalization import fix_lookalikes, normalize_words, split_words
 
 NONE = "(none)"
 OTHER = "(other)"
@@ -74,7 +74,7 @@ def measure(
 ) -> dict[str, Any]:
     """Every feature's value for one item and its prediction (numbers, or category strings / None)."""
     name = str(item.get("name") or "")
-    words = normalize_words(name)
+    words = _name_words(name)
     letters = len(_LETTER.findall(name))
     latin = len(_LATIN.findall(name))
     digits = len(_DIGIT.findall(name))
@@ -96,6 +96,24 @@ def measure(
         "source": _category(item.get("source")),
         "predicted_label": label,
     }
+
+
+_FIXED_WORDS: dict[str, str] = {}  # split word -> `fix_lookalikes` of it; cleared when full
+_FIXED_WORDS_SIZE = 200_000
+
+
+def _name_words(name: str) -> list[str]:
+    """`normalize_words(name)`, with each word's look-alike fixing looked up once (names repeat words)."""
+    fixed = _FIXED_WORDS
+    if len(fixed) >= _FIXED_WORDS_SIZE:
+        fixed.clear()
+    words = split_words(name)
+    for i, word in enumerate(words):
+        known = fixed.get(word)
+        if known is None:
+            known = fixed[word] = fix_lookalikes(word)
+        words[i] = known
+    return words
 
 
 def _category(value: Any, upper: bool = False) -> str | None:

@@ -155,7 +155,8 @@ class Featurizer:
         self._bigrams: dict[tuple[str, str], int] = {}
         self._fields: dict[tuple[str, str], tuple[int, ...]] = {}
         self._field_sets: dict[tuple[Any, ...], tuple[int, ...]] = {}
-        self._segment_sets: dict[tuple[str, str], list[list[_Placed]]] = {}
+        # (name, full_name) -> (segments, the name's normalised words)
+        self._segment_sets: dict[tuple[str, str], tuple[list[list[_Placed]], frozenset[str]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -281,15 +282,20 @@ class Featurizer:
     def _segments(self, item: Mapping[str, Any]) -> list[list[_Placed]]:
         """Words of name and, when it adds words, full_name, with their roles; bigrams never cross
         segments."""
+        return self._analysed(item)[0]
+
+    def _analysed(self, item: Mapping[str, Any]) -> tuple[list[list[_Placed]], frozenset[str]]:
+        """The item's segments and its name's normalised words (of full_name when there is no name)."""
         raw_name = item.get("name") or ""
         raw_full = item.get("full_name") or ""
         key = (raw_name, raw_full)
         cached = self._segment_sets.get(key)
-        if cached is not None:  # an item is featurized, then keyed for its explanation
+        if cached is not None:  # an item is featurized, then explained
             return cached
         if len(self._segment_sets) >= SEGMENT_CACHE:
             self._segment_sets.clear()
-        cached = self._segment_sets[key] = self._segments_of(raw_name, raw_full)
+        name_words = frozenset(self._word(raw).word for raw in split_words(raw_name or raw_full))
+        cached = self._segment_sets[key] = (self._segments_of(raw_name, raw_full), name_words)
         return cached
 
     def _segments_of(self, raw_name: str, raw_full: str) -> list[list[_Placed]]:
@@ -435,8 +441,11 @@ class Featurizer:
 
     # ---- occlusion and feature groups ----------------------------------------------------------
 
-    def occlusions(self, items: Sequence[Mapping[str, Any]], max_parts: int = 12) -> Occlusions:
-        """For each item, its parts and the feature counts each part contributes (`Occlusions`).
+    def occlusions(
+        self, items: Sequence[Mapping[str, Any]], max_parts: int = 12, counts: sp.csr_matrix | None = None
+    ) -> Occlusions:
+        """For each item, its parts and the feature counts each part contributes (`Occlusions`); `counts`,
+        when given, are those items' `counts` (already assembled by the caller).
 
         Parts: each distinct normalised word of the name (of full_name when there is no name), in order,
         then each structured field present, as ``unit=шт``, ``okved_code=62.01`` …; at most `max_parts`.
@@ -445,26 +454,17 @@ class Featurizer:
         when it is the first word, its vector to the summed embeddings and, when it is the embedding head,
         to the head block; a field its columns.
         """
-        return self.occlusions_of_keys([self.occlusion_key(item) for item in items], max_parts)
-
-    def occlusions_of_keys(
-        self, keys: Sequence[tuple[Any, ...]], max_parts: int = 12, counts: sp.csr_matrix | None = None
-    ) -> Occlusions:
-        """`occlusions` of the items with these `occlusion_key`s; `counts`, when given, are those items'
-        `counts` (already assembled by the caller)."""
         parts: list[list[str]] = []
         removed: list[list[int]] = []
         removed_vectors: list[
             tuple[int, np.ndarray, float, bool]
         ] = []  # (part, vector, occurrences, is head)
         rows: list[tuple[list[list[_Placed]], tuple[int, ...]]] = []
-        word = self._word  # a normalised word is its own cache key: normalising is idempotent
-        for segment_words, field_values, name_words in keys:
-            segments = [[(word(w), role) for w, role in segment] for segment in segment_words]
-            fields = dict(zip(FIELD_NAMES, field_values, strict=True))
+        for item in items:
+            segments, in_name = self._analysed(item)
+            fields = {name: item.get(name) or None for name in FIELD_NAMES}
             rows.append((segments, self._field_columns(fields)))
-            in_name = set(name_words)
-            ordered = dict.fromkeys(w for segment in segment_words for w, _ in segment)
+            ordered = dict.fromkeys(entry.word for segment in segments for entry, _ in segment)
             item_parts: list[str] = []
             head = _head_word(segments)
             occurrences: dict[str, tuple[np.ndarray | None, int]] = {}
@@ -502,7 +502,7 @@ class Featurizer:
                 dense[part, dims:] = vector * count if count != 1 else vector
                 if is_head:
                     dense[part, :dims] = vector
-        owner = np.repeat(np.arange(len(keys)), [len(p) for p in parts])
+        owner = np.repeat(np.arange(len(items)), [len(p) for p in parts])
         if counts is None:
             counts = self._assemble(rows)
         return Occlusions(parts, counts, self._with_dense(contributions, dense), owner)
@@ -533,17 +533,15 @@ class Featurizer:
                 previous = entry
         return columns
 
-    def occlusion_key(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
-        """What the item's features and `occlusions` depend on: equal keys, equal results (a cache key)."""
-        segments = tuple(
-            tuple((entry.word, role) for entry, role in segment) for segment in self._segments(item)
-        )
-        fields = tuple(item.get(name) or None for name in FIELD_NAMES)
-        return segments, fields, tuple(sorted(self._name_words(item)))
-
-    def _name_words(self, item: Mapping[str, Any]) -> set[str]:
-        source = item.get("name") or item.get("full_name") or ""
-        return {self._word(raw).word for raw in split_words(source)}
+    @staticmethod
+    def occlusion_key(item: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The fields an item's features and `occlusions` are made of: equal keys, equal results (a cache
+        key; items written differently that normalise alike get equal results under different keys)."""
+        get = item.get
+        return (
+            get("name") or "", get("full_name") or "",
+            get("unit"), get("kind"), get("type_hint"), get("okved_code"), get("hs_code"),
+        )  # fmt: skip
 
     def group_counts(self, items: Sequence[Mapping[str, Any]]) -> dict[str, sp.csr_matrix]:
         """Un-normalised feature counts split by feature group (see FEATURE_GROUPS); they add up to the
