@@ -10,20 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.neural_network import MLPClassifier
 
 from models.attribution import ServingNet, serving_net
-from models.features.featurizer import Featurizer, Occlusions
+from models.features.featurizer import Composition, Featurizer, Occlusions
+from models.word_products import WordProducts
 
 # Outputs are rounded (float32 products carry about 7 significant digits; see `net`).
 ROUND_DIGITS = 9
 # Explanation weights are probability differences, kept to 6 decimals.
 WEIGHT_DIGITS = 6
 EXPLANATION_CACHE_SIZE = 50_000
+EXPLAIN_CHUNK = 64  # items explained together
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Classifier:
         state = dict(self.__dict__)
         state.pop("_net", None)
         state.pop("_explained", None)
+        state.pop("_words", None)
         return state
 
     @property
@@ -94,38 +97,31 @@ class Classifier:
         )
 
     def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
-        """Class probabilities (n, n_classes) in the order of `labels`."""
+        """Class probabilities (n, n_classes) in the order of `labels`, from a feature matrix (training and
+        evaluation; `predict` computes the same from the items' words, equal to float32 precision)."""
         net = self.net
         return net.proba(net.first_layer(features))
 
     def predict(
-        self, items: Sequence[Mapping[str, Any]], top_k: int = 2, explain: int = 3
-    ) -> list[Prediction]:
-        """Label, probabilities, the `top_k` classes and, with `explain` > 0, up to `explain` parts."""
-        if not items:
-            return []
-        counts = self.featurizer.counts(items)
-        features = self.featurizer.normalize_counts(counts)
-        return self.predict_features(features, items, top_k=top_k, explain=explain, counts=counts)
-
-    def predict_features(
         self,
-        features: sp.csr_matrix,
         items: Sequence[Mapping[str, Any]],
         top_k: int = 2,
         explain: int = 3,
-        counts: sp.csr_matrix | None = None,
+        composed: Composition | None = None,
     ) -> list[Prediction]:
-        """As `predict`, on the rows the featurizer made of `items` (and, when the caller has them, their
-        un-normalised `counts`, which explanations would otherwise assemble again)."""
-        if features.shape[0] == 0:
+        """Label, probabilities, the `top_k` classes and, with `explain` > 0, up to `explain` parts;
+        `composed`, when given, is `featurizer.composed(items)` (the caller's)."""
+        if not items:
             return []
-        proba = np.round(self.predict_proba(features), ROUND_DIGITS)
+        if composed is None:
+            composed = self.featurizer.composed(items)
+        layer = self._first_layer(composed)
+        proba = np.round(self.net.proba(layer.first), ROUND_DIGITS)
         predicted = proba.argmax(axis=1)
         if explain > 0:
-            explanations = self._explain(items, predicted, proba, explain, counts)
+            explanations = self._explain(items, predicted, proba, explain, composed, layer)
         else:
-            explanations = [[] for _ in range(features.shape[0])]
+            explanations = [[] for _ in range(len(items))]
 
         labels = self.labels
         k = max(1, min(top_k, len(labels)))
@@ -144,39 +140,97 @@ class Classifier:
             )
         ]
 
-    def _occluded_proba(self, occlusions: Occlusions) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities of each item and of each of its occlusion variants.
+    @property
+    def _word_products(self) -> WordProducts:
+        """The first layer's rows per word (`models.word_products`), per classifier, not pickled."""
+        found = self.__dict__.get("_words")
+        if found is None:
+            found = self.__dict__["_words"] = WordProducts(self.featurizer, self.net.first_weights)
+        return found
 
-        A variant's counts are the item's minus the part's contribution, re-normalised per block as
-        `transform` does. The first layer is linear, so a variant's is the item's, with each block the part
-        touches replaced by (the item's block product − the part's) / the variant's block norm: a word
-        touches the text block, its vector's blocks and, as the head word, the head blocks; a field its
-        block. Block norms follow from the part's columns alone. The item's own first layer comes from the
-        same arithmetic, so a part that changes nothing weighs exactly 0.
-        """
-        net = self.net
+    def _first_layer(self, composed: Composition) -> FirstLayer:
+        """The items' first-layer pre-activations, block by block: a block's product is its counts @ its
+        weights, from the word rows (`WordProducts`) and the few columns of the items' own; the first layer
+        is the intercept plus each block's product over its norm (the features are the counts normalised per
+        block). Each row from its item alone: the same bits in any batch."""
         featurizer = self.featurizer
-        weights = net.first_weights
+        weights = self.net.first_weights
+        hidden = weights.shape[1]
+        n = composed.counts.shape[0]
+        n_hashed = int((featurizer.block_starts < featurizer.n_sparse).sum())
+        counts, dense = _split_dense(composed.counts, featurizer.n_sparse)
+        words = self._word_products
+        # the occurrences' columns moved from the batch's words to their rows in the table, which is then
+        # read in place
+        occurrences = composed.occurrences
+        at = words.own.positions(composed.words)[occurrences.indices]
+        table = words.own.table
+        in_table = sp.csr_matrix((occurrences.data, at, occurrences.indptr), shape=(n, len(table)))
+        own = np.asarray(in_table @ table, dtype=np.float32)
+        every = np.arange(n)
+        extras = composed.extras
+        extra_blocks = featurizer.block_of(extras.indices)
+        text = own[:, :hidden] + _rows_product(extras, every, extra_blocks == 0, weights)
+        products = [text, _rows_product(extras, every, extra_blocks == 1, weights)]
+        squares = _block_sums(counts, featurizer, n_hashed, np.square(counts.data, dtype=np.float64))
+        if words.head is not None:
+            head = np.zeros((n, words.head.table.shape[1]), dtype=np.float32)
+            with_head = [i for i, word in enumerate(composed.heads) if word is not None]
+            if with_head:
+                head[with_head] = words.head.rows([composed.heads[i] for i in with_head])
+            if featurizer.n_head_features:
+                products.append(head[:, :hidden])
+            if featurizer.n_dense:
+                dims = words.dims
+                products += [head[:, -hidden:], own[:, hidden:]]
+                squares = np.column_stack(
+                    [squares, np.square(dense[:, :dims]).sum(axis=1), np.square(dense[:, dims:]).sum(axis=1)]
+                )
+        inverse = (1.0 / _norms(squares)).astype(np.float32)
+        first = self.net.first_intercept + products[0] * inverse[:, :1]
+        for k in range(1, len(products)):
+            first += products[k] * inverse[:, k : k + 1]
+        return FirstLayer(first, products, inverse, squares)
+
+    def _variants_first(self, occlusions: Occlusions, layer: FirstLayer) -> np.ndarray:
+        """The first layer of each occlusion variant (`occlusions` of the items `layer` holds, in order).
+
+        A variant's counts are the item's minus the part's contribution, re-normalised per block: each block
+        the part touches is replaced by (the item's block product − the part's) / the variant's block norm.
+        A word touches the text block (its own row, its roles and bigrams), its vector's blocks and, as the
+        head word, the head blocks; a field its block. Block norms follow from the part's columns alone. A
+        part that changes nothing leaves the item's first layer as it is, so it weighs exactly 0.
+        """
+        featurizer = self.featurizer
+        weights = self.net.first_weights
+        hidden = weights.shape[1]
         n_sparse = featurizer.n_sparse
-        n_hashed = int((featurizer.block_starts < n_sparse).sum())  # the blocks of hashed columns
-        dense_starts = featurizer.block_starts[n_hashed:]  # none without embeddings
-        dense_ends = [*featurizer.block_starts[n_hashed + 1 :], featurizer.width][: len(dense_starts)]
-        dense_blocks = [
-            (int(a) - n_sparse, int(b) - n_sparse) for a, b in zip(dense_starts, dense_ends, strict=True)
-        ]
+        n_hashed = int((featurizer.block_starts < n_sparse).sum())
         counts, item_dense = _split_dense(occlusions.counts, n_sparse)
         parts, part_dense = _split_dense(occlusions.contributions, n_sparse)
         owner = occlusions.owner
-        dense_weights = np.asarray(weights[n_sparse:], dtype=np.float64)
+        n_parts = len(owner)
+        words = self._word_products
 
-        # per block: the items' products and squared norms; the parts touching it, their products and the
-        # variants' squared norms
-        item_products = _block_products(counts, weights, featurizer, n_hashed)
-        item_squares = _block_sums(counts, featurizer, n_hashed, np.square(counts.data, dtype=np.float64))
+        # each part's rows in the word tables: its word's own row (times its occurrences), its head row
+        with_word = [i for i, word in enumerate(occlusions.part_words) if word is not None]
+        own_at = np.zeros(n_parts, dtype=np.int64)
+        if with_word:
+            own_at[with_word] = words.own.positions([occlusions.part_words[i] for i in with_word])  # type: ignore[misc]
+        occurrences = occlusions.part_occurrences[:, None]
+        head_at = np.zeros(n_parts, dtype=np.int64)
+        if words.head is not None:
+            heads = np.flatnonzero(occlusions.part_heads | (part_dense[:, : words.dims].any(axis=1)))
+            if len(heads):
+                head_at[heads] = words.head.positions([occlusions.part_words[i] for i in heads])  # type: ignore[misc]
+        extras = occlusions.part_extras
+        extra_blocks = featurizer.block_of(extras.indices)
+
+        # per block: the parts touching it, their products and the variants' squared norms
         part_rows = np.repeat(np.arange(parts.shape[0]), np.diff(parts.indptr))
         part_blocks = featurizer.block_of(parts.indices)
         # (c − d)² − c² over the part's columns, with c the owner item's count there
-        c = _values_at(counts, owner[part_rows], parts.indices)
+        c = counts.toarray()[owner[part_rows], parts.indices].astype(np.float64)
         d = parts.data.astype(np.float64)
         square_change = _block_sums(parts, featurizer, n_hashed, d * d - 2 * c * d)
         touched: list[np.ndarray] = []
@@ -185,40 +239,44 @@ class Classifier:
         for block in range(n_hashed):
             rows = np.unique(part_rows[part_blocks == block])
             touched.append(rows)
-            part_products.append(_rows_product(parts, rows, part_blocks == block, weights))
-            variant_squares.append(item_squares[owner[rows], block] + square_change[rows, block])
-        for a, b in dense_blocks:
-            item_products.append(item_dense[:, a:b] @ dense_weights[a:b])
-            item_squares = np.column_stack([item_squares, np.square(item_dense[:, a:b]).sum(axis=1)])
-            rows = np.flatnonzero(part_dense[:, a:b].any(axis=1))
-            touched.append(rows)
-            part_products.append(part_dense[rows, a:b] @ dense_weights[a:b])
-            remaining = item_dense[owner[rows], a:b] - part_dense[rows, a:b]
-            variant_squares.append(np.square(remaining).sum(axis=1))
+            if block == 0:  # only words touch it
+                product = words.own.table[own_at[rows], :hidden] * occurrences[rows]
+                product += _rows_product(extras, rows, extra_blocks == 0, weights)
+            elif block == 1:
+                product = _rows_product(extras, rows, extra_blocks == 1, weights)
+            else:  # only the head word touches it
+                assert words.head is not None
+                product = words.head.table[head_at[rows], :hidden]
+            part_products.append(product)
+            variant_squares.append(layer.squares[owner[rows], block] + square_change[rows, block])
+        if featurizer.n_dense:
+            assert words.head is not None
+            dims = words.dims
+            for a, b in ((0, dims), (dims, 2 * dims)):
+                rows = np.flatnonzero(part_dense[:, a:b].any(axis=1))
+                touched.append(rows)
+                if a == 0:  # the head word's vector
+                    part_products.append(words.head.table[head_at[rows], -hidden:])
+                else:  # every word's vector
+                    part_products.append(words.own.table[own_at[rows], hidden:] * occurrences[rows])
+                remaining = item_dense[owner[rows], a:b] - part_dense[rows, a:b]
+                variant_squares.append(np.square(remaining).sum(axis=1))
 
-        # float32 from here: elementwise, so as deterministic, and half the memory traffic of float64
-        inverse = (1.0 / _norms(item_squares)).astype(np.float32)
-        products = [np.asarray(product, dtype=np.float32) for product in item_products]
-        first = net.first_intercept + products[0] * inverse[:, :1]
-        for k in range(1, len(products)):
-            first += products[k] * inverse[:, k : k + 1]
-        variant_first = first[owner]
+        variant_first = layer.first[owner]
         for k, rows in enumerate(touched):
             if not len(rows):
                 continue
             # (I − P) / n_variant − I / n_item = I · (1/n_variant − 1/n_item) − P / n_variant
             items = owner[rows]
             variant_inverse = (1.0 / _norms(variant_squares[k])).astype(np.float32)
-            change = products[k][items]
-            change *= (variant_inverse - inverse[items, k])[:, None]
-            part = np.asarray(part_products[k], dtype=np.float32)
-            part *= variant_inverse[:, None]
-            change -= part
+            change = layer.products[k][items]
+            change *= (variant_inverse - layer.inverse[items, k])[:, None]
+            change -= part_products[k] * variant_inverse[:, None]
             if len(rows) == len(owner):
                 variant_first += change
             else:
                 variant_first[rows] += change  # rows are distinct
-        return np.round(net.proba(first), ROUND_DIGITS), np.round(net.proba(variant_first), ROUND_DIGITS)
+        return variant_first
 
     def _explain(
         self,
@@ -226,7 +284,8 @@ class Classifier:
         predicted: np.ndarray,
         proba: np.ndarray,
         explain: int,
-        counts: sp.csr_matrix | None = None,
+        composed: Composition,
+        layer: FirstLayer,
     ) -> list[list[tuple[str, float]]]:
         """Occlusion explanations, from the cache or computed for all misses in one forward pass."""
         cache = self._explanations
@@ -239,20 +298,21 @@ class Classifier:
             results.append(found)
             if found is None:
                 misses.setdefault(key, []).append(i)
-        if misses:
-            first = [rows[0] for rows in misses.values()]
-            occlusions = featurizer.occlusions(
-                [items[i] for i in first], counts=None if counts is None else counts[first]
+        if len(cache) + len(misses) > EXPLANATION_CACHE_SIZE:
+            cache.clear()
+        missed = list(misses.items())
+        # in chunks whose variants' arrays stay in the processor's cache (the arithmetic is row by row)
+        for chunk in range(0, len(missed), EXPLAIN_CHUNK):
+            keys = missed[chunk : chunk + EXPLAIN_CHUNK]
+            first = [rows[0] for _, rows in keys]
+            occlusions = featurizer.occlusions([items[i] for i in first], counts=composed.counts[first])
+            variants = np.round(
+                self.net.proba(self._variants_first(occlusions, layer.take(first))), ROUND_DIGITS
             )
-            base, variants = self._occluded_proba(occlusions)
-            if len(cache) + len(misses) > EXPLANATION_CACHE_SIZE:
-                cache.clear()
             start = 0
-            for (key, rows), i, parts, whole in zip(
-                misses.items(), first, occlusions.parts, base, strict=True
-            ):
+            for (key, rows), i, parts in zip(keys, first, occlusions.parts, strict=True):
                 label = predicted[i]
-                drops = whole[label] - variants[start : start + len(parts), label]
+                drops = proba[i, label] - variants[start : start + len(parts), label]
                 start += len(parts)
                 weights = [
                     (part, round(float(d), WEIGHT_DIGITS)) for part, d in zip(parts, drops, strict=True)
@@ -264,13 +324,18 @@ class Classifier:
         return [list(found) for found in results]  # type: ignore[arg-type]
 
 
-def _block_products(
-    counts: sp.csr_matrix, weights: np.ndarray, featurizer: Featurizer, n_blocks: int
-) -> list[np.ndarray]:
-    """Each block of the rows @ its weights: each stored entry is multiplied once."""
-    blocks = featurizer.block_of(counts.indices)
-    every_row = np.arange(counts.shape[0])
-    return [_rows_product(counts, every_row, blocks == block, weights) for block in range(n_blocks)]
+class FirstLayer(NamedTuple):
+    """Items' first-layer pre-activations and what they are made of (`Classifier._first_layer`)."""
+
+    first: np.ndarray  # (n, hidden) float32
+    products: list[np.ndarray]  # per block: (n, hidden) float32, the block's counts @ its weights
+    inverse: np.ndarray  # (n, blocks) float32: 1 / each block's norm
+    squares: np.ndarray  # (n, blocks) float64: each block's squared norm
+
+    def take(self, rows: list[int]) -> FirstLayer:
+        return FirstLayer(
+            self.first[rows], [p[rows] for p in self.products], self.inverse[rows], self.squares[rows]
+        )
 
 
 def _norms(squares: np.ndarray) -> np.ndarray:
@@ -290,7 +355,8 @@ def _rows_product(
     keep = entries & (position[row_of] >= 0)
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(position[row_of[keep]], minlength=len(rows)), out=indptr[1:])
-    sub = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=(len(rows), matrix.shape[1]))
+    width = weights.shape[0]
+    sub = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=(len(rows), width))
     return np.asarray(sub @ weights)
 
 
@@ -316,14 +382,3 @@ def _block_sums(
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
     keys = rows * n_blocks + featurizer.block_of(counts.indices)
     return np.bincount(keys, weights=values, minlength=n_blocks * counts.shape[0]).reshape(-1, n_blocks)
-
-
-def _values_at(matrix: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """matrix[rows[i], columns[i]] for each i (float64; 0 where nothing is stored); indices must be sorted."""
-    width = np.int64(matrix.shape[1])
-    stored_rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    keys = stored_rows * width + matrix.indices  # ascending: rows in order, sorted columns within a row
-    wanted = rows.astype(np.int64) * width + columns
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    found = keys[at] == wanted if len(keys) else np.zeros(len(wanted), dtype=bool)
-    return np.where(found, matrix.data[at] if len(keys) else 0.0, 0.0).astype(np.float64)

@@ -27,6 +27,7 @@ from models.registry.model_registry import (
 )
 from models.training.epoch_loop import fit_keeping_best
 from models.training.train import build_model, train
+from models.word_products import WordProducts
 from tests.support import checked_occlusion_weights
 
 DATA = DEFAULT_SOURCE
@@ -160,6 +161,24 @@ def test_outputs_do_not_depend_on_the_micro_batch(classifier: Classifier) -> Non
             assert part == whole[start : start + size]
 
 
+def test_outputs_do_not_depend_on_which_word_rows_are_kept(classifier: Classifier) -> None:
+    """The first layer is summed from word rows (`models.word_products`): whether a word's row was kept
+    from earlier batches or computed again after the table emptied, an item's output is the same bits, and
+    it is the feature matrix's product to float32 precision."""
+    items = [{"name": f"{name} {i}", "unit": "шт" if i % 2 else None} for i, name in enumerate(NAMES * 5)]
+    whole = classifier.predict(items, explain=3)
+    fresh = copy.deepcopy(classifier)
+    fresh._explanations.clear()
+    fresh.__dict__["_words"] = WordProducts(fresh.featurizer, fresh.net.first_weights, capacity=8)
+    table = fresh._word_products.own
+    one_by_one = [fresh.predict([item], explain=3)[0] for item in items[::-1]][::-1]
+    assert len(table.index) <= 8  # emptied again and again
+    assert one_by_one == whole
+    expected = classifier.predict_proba(classifier.featurizer.transform(items))
+    got = np.array([[p.probabilities[label] for label in classifier.labels] for p in whole])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_predict_proba_matches_sklearn(classifier: Classifier) -> None:
     features = classifier.featurizer.transform([{"name": n} for n in NAMES])
     np.testing.assert_allclose(
@@ -202,20 +221,19 @@ def test_occlusion_weight_is_the_probability_drop_without_the_part(classifier: C
     assert checked >= 3
 
 
-def test_explanations_from_the_callers_counts_are_those_assembled_again(classifier: Classifier) -> None:
-    """The stream hands its counts to `predict_features`; explanations must not change for it."""
+def test_explanations_from_the_callers_composition_are_those_assembled_again(classifier: Classifier) -> None:
+    """The stream hands its composition of the items to `predict`; explanations must not change for it."""
     featurizer = classifier.featurizer
     items = [
         {"name": "Замена тормозных колодок, регулировка ручника", "unit": "усл. ед."},
         {"name": "Кабель ВВГнг 3x2,5", "full_name": "Кабель силовой ВВГнг 3x2,5 и ВВГнг 3x1,5"},
     ]
-    counts = featurizer.counts(items)
-    assert (featurizer.occlusions(items).counts != counts).nnz == 0
-    features = featurizer.normalize_counts(counts)
+    composed = featurizer.composed(items)
+    assert (featurizer.occlusions(items).counts != composed.counts).nnz == 0
     classifier._explanations.clear()
-    assembled = classifier.predict_features(features, items, explain=12)
+    assembled = classifier.predict(items, explain=12)
     classifier._explanations.clear()
-    handed = classifier.predict_features(features, items, explain=12, counts=counts)
+    handed = classifier.predict(items, explain=12, composed=composed)
     assert [p.explanation for p in handed] == [p.explanation for p in assembled]
     assert all(p.explanation for p in handed)
 

@@ -266,10 +266,10 @@ class _FailsOn:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._champion, name)
 
-    def predict_features(self, features: Any, items: list[dict[str, Any]], *args: Any) -> Any:
+    def predict(self, items: list[dict[str, Any]], *args: Any) -> Any:
         if any(item["name"] == self._poison for item in items):
             raise FloatingPointError("poisoned")
-        return self._champion.predict_features(features, items, *args)
+        return self._champion.predict(items, *args)
 
 
 def test_one_item_that_cannot_be_classified_costs_only_itself(trained_models: Path) -> None:

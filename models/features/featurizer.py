@@ -60,7 +60,7 @@ PLAIN, FIRST_HEAD, LATER_HEAD = 0, 1, 2
 _PARTS = re.compile(r"[,;]|\s+и\s+", re.IGNORECASE)
 
 
-class _Word(NamedTuple):
+class Word(NamedTuple):
     """A cached word: everything the featurizer derives from it alone."""
 
     word: str  # normalised
@@ -73,7 +73,7 @@ class _Word(NamedTuple):
 
 
 # A word of a segment and its role (PLAIN, FIRST_HEAD or LATER_HEAD).
-_Placed = tuple[_Word, int]
+_Placed = tuple[Word, int]
 
 _DIGITS = re.compile(r"\D+")
 
@@ -107,6 +107,23 @@ def _okved_section(division: int) -> str | None:
     return None
 
 
+class Composition(NamedTuple):
+    """A batch's counts and how their hashed blocks are made of its words (`Featurizer.composed`).
+
+    The hashed counts of an item are its words' own columns (`Word.columns`) once per occurrence, its head
+    word's head block, and `extras`. A linear first layer can so take each word's share once and reuse it
+    (`models.classifier`): a word's columns are most of an item's columns.
+    """
+
+    counts: sp.csr_matrix  # what `counts` gives
+    words: list[Word]  # the batch's distinct words
+    # (items, len(words)): a 1 per occurrence of a word in the item's text, in the item's word order and
+    # not summed, so that a product with it adds an item's words in the item's own order, whatever batch
+    occurrences: sp.csr_matrix
+    heads: list[Word | None]  # per item: its head word, whose head blocks it carries (None: no words)
+    extras: sp.csr_matrix  # (items, n_sparse): head-noun roles, bigrams, the head-word feature, fields
+
+
 class Occlusions(NamedTuple):
     """What `Featurizer.occlusions` returns for a batch of items."""
 
@@ -114,6 +131,12 @@ class Occlusions(NamedTuple):
     counts: sp.csr_matrix  # per item: its feature counts (what `counts` gives)
     contributions: sp.csr_matrix  # per part, item after item: the counts it contributes
     owner: np.ndarray  # per part: the index of its item
+    # A part's hashed contribution is its word's own columns `part_occurrences` times, the word's head
+    # block where `part_heads`, and `part_extras` (a field part: its columns).
+    part_words: list[Word | None]
+    part_occurrences: np.ndarray
+    part_heads: np.ndarray
+    part_extras: sp.csr_matrix
 
 
 class Featurizer:
@@ -151,7 +174,7 @@ class Featurizer:
 
     def _reset_caches(self) -> None:
         # Plain dicts cleared when full: bounded, and cheaper per lookup than an LRU on the hot path.
-        self._words: dict[str, _Word] = {}
+        self._words: dict[str, Word] = {}
         self._bigrams: dict[tuple[str, str], int] = {}
         self._fields: dict[tuple[str, str], tuple[int, ...]] = {}
         self._field_sets: dict[tuple[Any, ...], tuple[int, ...]] = {}
@@ -212,7 +235,7 @@ class Featurizer:
     def _head_column(self, key: str) -> int:
         return self.n_features + murmurhash3_32(key, positive=True) % self.n_head_features
 
-    def _word(self, raw: str) -> _Word:
+    def _word(self, raw: str) -> Word:
         entry = self._words.get(raw)
         if entry is None:
             if len(self._words) >= self.cache_size:
@@ -220,7 +243,7 @@ class Featurizer:
             entry = self._words[raw] = self._analyse_word(fix_lookalikes(raw))
         return entry
 
-    def _analyse_word(self, word: str) -> _Word:
+    def _analyse_word(self, word: str) -> Word:
         unigram, ngrams, cues, lemmas = self._word_parts(word)
         noun, first, later, head = False, (), (), ()
         vector = None
@@ -241,7 +264,7 @@ class Featurizer:
             if self.embeddings:
                 vector = self._language.vector(word, analysis.lemma)
         columns = (unigram, *ngrams, *cues, *lemmas)
-        return _Word(word, columns, self._text_column("h:" + word), noun, (first, later), head, vector)
+        return Word(word, columns, self._text_column("h:" + word), noun, (first, later), head, vector)
 
     def _head_block(
         self, word: str, lemma: str, pos: str | None, noun_keys: tuple[str, ...]
@@ -373,42 +396,73 @@ class Featurizer:
     def counts(self, items: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
         """Un-normalised feature counts (duplicates summed, indices sorted), float32; the embedding blocks
         hold the head word's vector and the sum of the words' vectors."""
+        return self.composed(items).counts
+
+    def composed(self, items: Sequence[Mapping[str, Any]]) -> Composition:
+        """The items' counts and how they are made of the items' words (`Composition`)."""
         return self._assemble([(self._segments(item), self._field_columns(item)) for item in items])
 
-    def _assemble(self, rows: Sequence[tuple[list[list[_Placed]], tuple[int, ...]]]) -> sp.csr_matrix:
-        """Count rows from (segments, field columns) pairs."""
+    def _assemble(self, rows: Sequence[tuple[list[list[_Placed]], tuple[int, ...]]]) -> Composition:
+        """Count rows, and their composition, from (segments, field columns) pairs."""
         indices: list[int] = []
         indptr = [0]
+        extras: list[int] = []
+        extras_ptr = [0]
+        slot_of: dict[str, int] = {}
+        words: list[Word] = []
+        slots: list[int] = []
+        slots_ptr = [0]
+        heads: list[Word | None] = []
         bigram = self._bigram
         dense = np.zeros((len(rows), self.n_dense), dtype=np.float32) if self.n_dense else None
         for row, (segments, field_columns) in enumerate(rows):
+            row_extras: list[int] = []
             for position, segment in enumerate(segments):
-                previous: _Word | None = None
+                previous: Word | None = None
                 for entry, role in segment:
                     indices.extend(entry.columns)
+                    slot = slot_of.get(entry.word)
+                    if slot is None:
+                        slot = slot_of[entry.word] = len(words)
+                        words.append(entry)
+                    slots.append(slot)
                     if role:
-                        indices.extend(entry.head_noun_columns[role - 1])
+                        row_extras.extend(entry.head_noun_columns[role - 1])
                     if previous is not None:
-                        indices.append(bigram(previous.word, entry.word))
+                        row_extras.append(bigram(previous.word, entry.word))
                     previous = entry
                 if position == 0:
-                    indices.append(segment[0][0].head_column)
-            if self.n_head_features and (head := _head_word(segments)) is not None:
+                    row_extras.append(segment[0][0].head_column)
+            head = _head_word(segments)
+            if head is not None and self.n_head_features:
                 indices.extend(head.head_block)
-            indices.extend(field_columns)
+            heads.append(head)
+            row_extras.extend(field_columns)
+            indices.extend(row_extras)
+            extras.extend(row_extras)
             indptr.append(len(indices))
+            extras_ptr.append(len(extras))
+            slots_ptr.append(len(slots))
             if dense is not None:
                 self._add_vectors(dense[row], segments)
-        counts = sp.csr_matrix(
+        counts = self._ones(indices, indptr, self.n_sparse)
+        counts.sum_duplicates()
+        extra_counts = self._ones(extras, extras_ptr, self.n_sparse)
+        extra_counts.sum_duplicates()
+        occurrences = self._ones(slots, slots_ptr, len(words))
+        return Composition(self._with_dense(counts, dense), words, occurrences, heads, extra_counts)
+
+    @staticmethod
+    def _ones(indices: list[int], indptr: list[int], width: int) -> sp.csr_matrix:
+        """A CSR matrix with a 1 at each of `indices` (duplicates neither summed nor sorted)."""
+        return sp.csr_matrix(
             (
                 np.ones(len(indices), dtype=np.float32),
                 np.fromiter(indices, dtype=np.int32, count=len(indices)),
                 np.fromiter(indptr, dtype=np.int64, count=len(indptr)),
             ),
-            shape=(len(indptr) - 1, self.n_sparse),
+            shape=(len(indptr) - 1, width),
         )
-        counts.sum_duplicates()
-        return self._with_dense(counts, dense)
 
     def _add_vectors(self, out: np.ndarray, segments: list[list[_Placed]]) -> None:
         """Add the embedding blocks' values of `segments` to `out`."""
@@ -456,71 +510,87 @@ class Featurizer:
         """
         parts: list[list[str]] = []
         removed: list[list[int]] = []
-        removed_vectors: list[
-            tuple[int, np.ndarray, float, bool]
-        ] = []  # (part, vector, occurrences, is head)
+        extras: list[list[int] | tuple[int, ...]] = []
+        part_words: list[Word | None] = []
+        part_occurrences: list[int] = []
+        part_heads: list[bool] = []
+        removed_vectors: list[tuple[int, np.ndarray, int, bool]] = []  # (part, vector, occurrences, is head)
         rows: list[tuple[list[list[_Placed]], tuple[int, ...]]] = []
+        head_block = bool(self.n_head_features)
         for item in items:
             segments, in_name = self._analysed(item)
             fields = {name: item.get(name) or None for name in FIELD_NAMES}
             rows.append((segments, self._field_columns(fields)))
-            ordered = dict.fromkeys(entry.word for segment in segments for entry, _ in segment)
             item_parts: list[str] = []
             head = _head_word(segments)
-            occurrences: dict[str, tuple[np.ndarray | None, int]] = {}
-            if self.n_dense:
-                for segment in segments:
-                    for entry, _ in segment:
-                        known = occurrences.get(entry.word)
-                        occurrences[entry.word] = (entry.vector, known[1] + 1 if known else 1)
-            contributions = self._word_contributions(segments, head)
-            for w in [w for w in ordered if w in in_name][:max_parts]:
-                item_parts.append(w)
+            words = self._word_contributions(segments)
+            for w in [w for w in words if w in in_name][:max_parts]:
+                entry, count, own_extras = words[w]
                 is_head = head is not None and head.word == w
-                removed.append(contributions[w])
-                vector, count = occurrences.get(w, (None, 0))
-                if vector is not None:
-                    removed_vectors.append((len(removed) - 1, vector, float(count), is_head))
+                columns = list(entry.columns) * count + own_extras
+                if is_head and head_block:
+                    columns.extend(entry.head_block)
+                item_parts.append(w)
+                removed.append(columns)
+                extras.append(own_extras)
+                part_words.append(entry)
+                part_occurrences.append(count)
+                part_heads.append(is_head and head_block)
+                if entry.vector is not None:
+                    removed_vectors.append((len(removed) - 1, entry.vector, count, is_head))
             for name, prefix in zip(FIELD_NAMES, _FIELD_PREFIXES, strict=True):
                 value = fields[name]
                 if value and len(item_parts) < max_parts:
                     item_parts.append(f"{name}={value}")
-                    removed.append(list(self._field_value_columns(prefix, str(value))))
+                    field_columns = self._field_value_columns(prefix, str(value))
+                    removed.append(list(field_columns))
+                    extras.append(field_columns)
+                    part_words.append(None)
+                    part_occurrences.append(0)
+                    part_heads.append(False)
             parts.append(item_parts)
-        indptr = np.cumsum([0] + [len(columns) for columns in removed])
-        flat = [column for columns in removed for column in columns]
-        contributions = sp.csr_matrix(
-            (np.ones(len(flat), dtype=np.float32), np.asarray(flat, dtype=np.int32), indptr),
-            shape=(len(removed), self.n_sparse),
-        )
+        contributions = self._ones_of(removed)
         contributions.sum_duplicates()
+        part_extras = self._ones_of(extras)
+        part_extras.sum_duplicates()
         dense = None
         if self.n_dense:
             dims = EMBEDDING_DIMS
             dense = np.zeros((len(removed), self.n_dense), dtype=np.float32)
             for part, vector, count, is_head in removed_vectors:
-                dense[part, dims:] = vector * count if count != 1 else vector
+                dense[part, dims:] = vector * float(count) if count != 1 else vector
                 if is_head:
                     dense[part, :dims] = vector
         owner = np.repeat(np.arange(len(items)), [len(p) for p in parts])
         if counts is None:
-            counts = self._assemble(rows)
-        return Occlusions(parts, counts, self._with_dense(contributions, dense), owner)
+            counts = self._assemble(rows).counts
+        return Occlusions(
+            parts,
+            counts,
+            self._with_dense(contributions, dense),
+            owner,
+            part_words,
+            np.asarray(part_occurrences, dtype=np.float32),
+            np.asarray(part_heads, dtype=bool),
+            part_extras,
+        )
 
-    def _word_contributions(self, segments: list[list[_Placed]], head: _Word | None) -> dict[str, list[int]]:
-        """What leaving each word out removes from the hashed columns (`head`: the segments' head word),
-        in one pass over the words: a bigram is removed with either of its words."""
-        columns: dict[str, list[int]] = {}
-        if self.n_head_features and head is not None:
-            columns[head.word] = list(head.head_block)
+    def _ones_of(self, rows: Sequence[Sequence[int]]) -> sp.csr_matrix:
+        indptr = np.cumsum([0] + [len(columns) for columns in rows]).tolist()
+        return self._ones([column for columns in rows for column in columns], indptr, self.n_sparse)
+
+    def _word_contributions(self, segments: list[list[_Placed]]) -> dict[str, tuple[Word, int, list[int]]]:
+        """Per distinct word, in order: the word, how often it occurs, and what leaving it out removes from
+        the hashed columns besides its own columns and head block (its head-noun roles, the head-word
+        feature when it is the first word, every bigram it takes part in), in one pass over the words."""
+        words: dict[str, tuple[Word, int, list[int]]] = {}
         bigram = self._bigram
         for position, segment in enumerate(segments):
-            previous: _Word | None = None
+            previous: Word | None = None
             for i, (entry, role) in enumerate(segment):
-                own = columns.get(entry.word)
-                if own is None:
-                    own = columns[entry.word] = []
-                own.extend(entry.columns)
+                known = words.get(entry.word)
+                own = [] if known is None else known[2]
+                words[entry.word] = (entry, 1 if known is None else known[1] + 1, own)
                 if role:
                     own.extend(entry.head_noun_columns[role - 1])
                 if position == 0 and i == 0:
@@ -529,9 +599,9 @@ class Featurizer:
                     column = bigram(previous.word, entry.word)
                     own.append(column)
                     if previous.word != entry.word:
-                        columns[previous.word].append(column)
+                        words[previous.word][2].append(column)
                 previous = entry
-        return columns
+        return words
 
     @staticmethod
     def occlusion_key(item: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -639,7 +709,7 @@ def _words_of(parts: list[list[str]]) -> list[str]:
     return [word for part in parts for word in part]
 
 
-def _head_word(segments: list[list[_Placed]]) -> _Word | None:
+def _head_word(segments: list[list[_Placed]]) -> Word | None:
     """The name's head word (the head block's and the head embedding's): the first part's head noun,
     else the first word."""
     if not segments:

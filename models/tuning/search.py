@@ -370,9 +370,9 @@ def scoring_cost(classifier: Classifier, items: Sequence[Mapping[str, Any]], cos
         try:
             started = time.process_time()
             for batch in batches:
-                counts = featurizer.counts(batch)
-                features = featurizer.normalize_counts(counts)
-                scorer.predict_features(features, batch, cost.top_k, cost.explain, counts)
+                composed = featurizer.composed(batch)
+                featurizer.normalize_counts(composed.counts)  # the stream's feature digests need them
+                scorer.predict(batch, cost.top_k, cost.explain, composed)
             return time.process_time() - started
         finally:
             gc.enable()

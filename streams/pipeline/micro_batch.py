@@ -163,16 +163,15 @@ class Pipeline:
         ``top_k`` and ``explain`` default to the settings' (``POST /predict`` may ask for others)."""
         champion, challenger = models.champion, models.challenger
         featurizer = champion.featurizer
-        counts = featurizer.counts(items)
-        features = featurizer.normalize_counts(counts)
+        composed = featurizer.composed(items)
+        features = featurizer.normalize_counts(composed.counts)
         top_k = self.settings.top_k if top_k is None else top_k
         explain = self.settings.explain_tokens if explain is None else explain
-        predictions = champion.predict_features(features, items, top_k, explain, counts)
+        predictions = champion.predict(items, top_k, explain, composed)
         shadows: list[Prediction | None] = [None] * len(items)
         if challenger is not None:
             same = challenger.featurizer.version == featurizer.version
-            shadow_features = features if same else challenger.featurizer.transform(items)
-            shadows = list(challenger.predict_features(shadow_features, items, top_k, explain=0))
+            shadows = list(challenger.predict(items, top_k, 0, composed if same else None))
         return list(zip(predictions, featurizer.row_digests(features), shadows, strict=True))
 
     def _record(
