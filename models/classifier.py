@@ -156,9 +156,9 @@ class Classifier:
         featurizer = self.featurizer
         weights = self.net.first_weights
         hidden = weights.shape[1]
-        n = composed.counts.shape[0]
+        counts, dense = composed.hashed, composed.dense
+        n = counts.shape[0]
         n_hashed = int((featurizer.block_starts < featurizer.n_sparse).sum())
-        counts, dense = _split_dense(composed.counts, featurizer.n_sparse)
         words = self._word_products
         # the occurrences' columns moved from the batch's words to their rows in the table, which is then
         # read in place
@@ -184,7 +184,7 @@ class Classifier:
                 dims = words.dims
                 products += [head[:, -hidden:], own[:, hidden:]]
                 squares = np.column_stack(
-                    [squares, np.square(dense[:, :dims]).sum(axis=1), np.square(dense[:, dims:]).sum(axis=1)]
+                    [squares, _square_sums(dense[:, :dims]), _square_sums(dense[:, dims:])]
                 )
         inverse = (1.0 / _norms(squares)).astype(np.float32)
         first = self.net.first_intercept + products[0] * inverse[:, :1]
@@ -192,8 +192,11 @@ class Classifier:
             first += products[k] * inverse[:, k : k + 1]
         return FirstLayer(first, products, inverse, squares)
 
-    def _variants_first(self, occlusions: Occlusions, layer: FirstLayer) -> np.ndarray:
-        """The first layer of each occlusion variant (`occlusions` of the items `layer` holds, in order).
+    def _variants_first(
+        self, occlusions: Occlusions, layer: FirstLayer, counts: sp.csr_matrix, item_dense: np.ndarray
+    ) -> np.ndarray:
+        """The first layer of each occlusion variant (`occlusions` of the items `layer` holds, in order,
+        whose hashed counts and embedding blocks are `counts` and `item_dense`).
 
         A variant's counts are the item's minus the part's contribution, re-normalised per block: each block
         the part touches is replaced by (the item's block product − the part's) / the variant's block norm.
@@ -206,8 +209,7 @@ class Classifier:
         hidden = weights.shape[1]
         n_sparse = featurizer.n_sparse
         n_hashed = int((featurizer.block_starts < n_sparse).sum())
-        counts, item_dense = _split_dense(occlusions.counts, n_sparse)
-        parts, part_dense = _split_dense(occlusions.contributions, n_sparse)
+        parts, part_dense = occlusions.hashed, occlusions.vectors
         owner = occlusions.owner
         n_parts = len(owner)
         words = self._word_products
@@ -259,8 +261,8 @@ class Classifier:
                     part_products.append(words.head.table[head_at[rows], -hidden:])
                 else:  # every word's vector
                     part_products.append(words.own.table[own_at[rows], hidden:] * occurrences[rows])
-                remaining = item_dense[owner[rows], a:b] - part_dense[rows, a:b]
-                variant_squares.append(np.square(remaining).sum(axis=1))
+                remaining = item_dense[owner[rows], a:b].astype(np.float64) - part_dense[rows, a:b]
+                variant_squares.append(_square_sums(remaining))
 
         variant_first = layer.first[owner]
         for k, rows in enumerate(touched):
@@ -305,10 +307,11 @@ class Classifier:
         for chunk in range(0, len(missed), EXPLAIN_CHUNK):
             keys = missed[chunk : chunk + EXPLAIN_CHUNK]
             first = [rows[0] for _, rows in keys]
-            occlusions = featurizer.occlusions([items[i] for i in first], counts=composed.counts[first])
-            variants = np.round(
-                self.net.proba(self._variants_first(occlusions, layer.take(first))), ROUND_DIGITS
+            occlusions = featurizer.occlusions([items[i] for i in first], with_counts=False)
+            variants_first = self._variants_first(
+                occlusions, layer.take(first), composed.hashed[first], composed.dense[first]
             )
+            variants = np.round(self.net.proba(variants_first), ROUND_DIGITS)
             start = 0
             for (key, rows), i, parts in zip(keys, first, occlusions.parts, strict=True):
                 label = predicted[i]
@@ -338,6 +341,11 @@ class FirstLayer(NamedTuple):
         )
 
 
+def _square_sums(values: np.ndarray) -> np.ndarray:
+    """Each row's sum of squares, in float64."""
+    return np.square(values, dtype=np.float64).sum(axis=1)
+
+
 def _norms(squares: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.maximum(squares, 0.0))
     norms[norms < 1e-6] = 1.0  # an empty block contributes nothing
@@ -358,21 +366,6 @@ def _rows_product(
     width = weights.shape[0]
     sub = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=(len(rows), width))
     return np.asarray(sub @ weights)
-
-
-def _split_dense(matrix: sp.csr_matrix, n_sparse: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """(the hashed columns as CSR of the same shape, the columns from `n_sparse` on as a float64 array)."""
-    dense_entries = matrix.indices >= n_sparse
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    dense = np.zeros((matrix.shape[0], matrix.shape[1] - n_sparse), dtype=np.float64)
-    dense[rows[dense_entries], matrix.indices[dense_entries] - n_sparse] = matrix.data[dense_entries]
-    if not dense_entries.any():
-        return matrix, dense
-    keep = ~dense_entries
-    indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows[keep], minlength=matrix.shape[0]), out=indptr[1:])
-    hashed = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
-    return hashed, dense
 
 
 def _block_sums(

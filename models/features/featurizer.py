@@ -25,6 +25,7 @@ trained on data that has fields. Every feature is a sum over words and fields, s
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -107,6 +108,21 @@ def _okved_section(division: int) -> str | None:
     return None
 
 
+class _Analysed(NamedTuple):
+    """What the featurizer derives from an item's text (cached per name and full_name)."""
+
+    segments: list[list[_Placed]]
+    bigrams: list[list[int]]  # per segment: the column of each pair of neighbouring words
+    name_words: frozenset[str]  # the name's normalised words (of full_name when there is no name)
+
+
+def _joined(hashed: sp.csr_matrix, dense: np.ndarray) -> sp.csr_matrix:
+    """The hashed and dense blocks side by side, as one float32 CSR matrix."""
+    if not dense.shape[1]:
+        return hashed
+    return sp.hstack([hashed, sp.csr_matrix(dense)], format="csr", dtype=np.float32)
+
+
 class Composition(NamedTuple):
     """A batch's counts and how their hashed blocks are made of its words (`Featurizer.composed`).
 
@@ -115,7 +131,8 @@ class Composition(NamedTuple):
     (`models.classifier`): a word's columns are most of an item's columns.
     """
 
-    counts: sp.csr_matrix  # what `counts` gives
+    hashed: sp.csr_matrix  # (items, n_sparse): the hashed blocks of `counts`
+    dense: np.ndarray  # (items, n_dense) float32: the embedding blocks of `counts`
     words: list[Word]  # the batch's distinct words
     # (items, len(words)): a 1 per occurrence of a word in the item's text, in the item's word order and
     # not summed, so that a product with it adds an item's words in the item's own order, whatever batch
@@ -123,13 +140,19 @@ class Composition(NamedTuple):
     heads: list[Word | None]  # per item: its head word, whose head blocks it carries (None: no words)
     extras: sp.csr_matrix  # (items, n_sparse): head-noun roles, bigrams, the head-word feature, fields
 
+    @property
+    def counts(self) -> sp.csr_matrix:
+        """The items' feature counts (what `Featurizer.counts` gives)."""
+        return _joined(self.hashed, self.dense)
+
 
 class Occlusions(NamedTuple):
     """What `Featurizer.occlusions` returns for a batch of items."""
 
     parts: list[list[str]]  # per item: its words and fields, in order
-    counts: sp.csr_matrix  # per item: its feature counts (what `counts` gives)
-    contributions: sp.csr_matrix  # per part, item after item: the counts it contributes
+    counts: sp.csr_matrix | None  # per item: its feature counts (what `counts` gives), when asked for
+    hashed: sp.csr_matrix  # per part, item after item: the hashed counts it contributes
+    vectors: np.ndarray  # per part: what it contributes to the embedding blocks
     owner: np.ndarray  # per part: the index of its item
     # A part's hashed contribution is its word's own columns `part_occurrences` times, the word's head
     # block where `part_heads`, and `part_extras` (a field part: its columns).
@@ -137,6 +160,11 @@ class Occlusions(NamedTuple):
     part_occurrences: np.ndarray
     part_heads: np.ndarray
     part_extras: sp.csr_matrix
+
+    @property
+    def contributions(self) -> sp.csr_matrix:
+        """Per part, item after item: the counts it contributes (`hashed` and `vectors` side by side)."""
+        return _joined(self.hashed, self.vectors)
 
 
 class Featurizer:
@@ -178,8 +206,8 @@ class Featurizer:
         self._bigrams: dict[tuple[str, str], int] = {}
         self._fields: dict[tuple[str, str], tuple[int, ...]] = {}
         self._field_sets: dict[tuple[Any, ...], tuple[int, ...]] = {}
-        # (name, full_name) -> (segments, the name's normalised words)
-        self._segment_sets: dict[tuple[str, str], tuple[list[list[_Placed]], frozenset[str]]] = {}
+        # (name, full_name) -> `_Analysed`
+        self._segment_sets: dict[tuple[str, str], _Analysed] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -307,8 +335,8 @@ class Featurizer:
         segments."""
         return self._analysed(item)[0]
 
-    def _analysed(self, item: Mapping[str, Any]) -> tuple[list[list[_Placed]], frozenset[str]]:
-        """The item's segments and its name's normalised words (of full_name when there is no name)."""
+    def _analysed(self, item: Mapping[str, Any]) -> _Analysed:
+        """The item's segments, their bigrams' columns and its name's normalised words."""
         raw_name = item.get("name") or ""
         raw_full = item.get("full_name") or ""
         key = (raw_name, raw_full)
@@ -318,7 +346,13 @@ class Featurizer:
         if len(self._segment_sets) >= SEGMENT_CACHE:
             self._segment_sets.clear()
         name_words = frozenset(self._word(raw).word for raw in split_words(raw_name or raw_full))
-        cached = self._segment_sets[key] = (self._segments_of(raw_name, raw_full), name_words)
+        segments = self._segments_of(raw_name, raw_full)
+        bigram = self._bigram
+        bigrams = [
+            [bigram(segment[i - 1][0].word, segment[i][0].word) for i in range(1, len(segment))]
+            for segment in segments
+        ]
+        cached = self._segment_sets[key] = _Analysed(segments, bigrams, name_words)
         return cached
 
     def _segments_of(self, raw_name: str, raw_full: str) -> list[list[_Placed]]:
@@ -400,10 +434,10 @@ class Featurizer:
 
     def composed(self, items: Sequence[Mapping[str, Any]]) -> Composition:
         """The items' counts and how they are made of the items' words (`Composition`)."""
-        return self._assemble([(self._segments(item), self._field_columns(item)) for item in items])
+        return self._assemble([(self._analysed(item), self._field_columns(item)) for item in items])
 
-    def _assemble(self, rows: Sequence[tuple[list[list[_Placed]], tuple[int, ...]]]) -> Composition:
-        """Count rows, and their composition, from (segments, field columns) pairs."""
+    def _assemble(self, rows: Sequence[tuple[_Analysed, tuple[int, ...]]]) -> Composition:
+        """Count rows, and their composition, from (analysed text, field columns) pairs."""
         indices: list[int] = []
         indptr = [0]
         extras: list[int] = []
@@ -413,12 +447,9 @@ class Featurizer:
         slots: list[int] = []
         slots_ptr = [0]
         heads: list[Word | None] = []
-        bigram = self._bigram
-        dense = np.zeros((len(rows), self.n_dense), dtype=np.float32) if self.n_dense else None
-        for row, (segments, field_columns) in enumerate(rows):
+        for (segments, bigrams, _), field_columns in rows:
             row_extras: list[int] = []
             for position, segment in enumerate(segments):
-                previous: Word | None = None
                 for entry, role in segment:
                     indices.extend(entry.columns)
                     slot = slot_of.get(entry.word)
@@ -428,9 +459,7 @@ class Featurizer:
                     slots.append(slot)
                     if role:
                         row_extras.extend(entry.head_noun_columns[role - 1])
-                    if previous is not None:
-                        row_extras.append(bigram(previous.word, entry.word))
-                    previous = entry
+                row_extras.extend(bigrams[position])
                 if position == 0:
                     row_extras.append(segment[0][0].head_column)
             head = _head_word(segments)
@@ -443,14 +472,32 @@ class Featurizer:
             indptr.append(len(indices))
             extras_ptr.append(len(extras))
             slots_ptr.append(len(slots))
-            if dense is not None:
-                self._add_vectors(dense[row], segments)
         counts = self._ones(indices, indptr, self.n_sparse)
         counts.sum_duplicates()
         extra_counts = self._ones(extras, extras_ptr, self.n_sparse)
         extra_counts.sum_duplicates()
         occurrences = self._ones(slots, slots_ptr, len(words))
-        return Composition(self._with_dense(counts, dense), words, occurrences, heads, extra_counts)
+        dense = self._vectors_of(words, occurrences, heads)
+        return Composition(counts, dense, words, occurrences, heads, extra_counts)
+
+    def _vectors_of(
+        self, words: list[Word], occurrences: sp.csr_matrix, heads: list[Word | None]
+    ) -> np.ndarray:
+        """The embedding blocks: the head word's vector and the sum of the words' vectors, added in each
+        item's word order (a product with `occurrences`, row by row)."""
+        dense = np.zeros((occurrences.shape[0], self.n_dense), dtype=np.float32)
+        if not self.n_dense or not words:
+            return dense
+        dims = EMBEDDING_DIMS
+        vectors = np.zeros((len(words), dims), dtype=np.float32)
+        for i, word in enumerate(words):
+            if word.vector is not None:
+                vectors[i] = word.vector
+        dense[:, dims:] = occurrences @ vectors
+        for row, head in enumerate(heads):
+            if head is not None and head.vector is not None:
+                dense[row, :dims] = head.vector
+        return dense
 
     @staticmethod
     def _ones(indices: list[int], indptr: list[int], width: int) -> sp.csr_matrix:
@@ -496,10 +543,10 @@ class Featurizer:
     # ---- occlusion and feature groups ----------------------------------------------------------
 
     def occlusions(
-        self, items: Sequence[Mapping[str, Any]], max_parts: int = 12, counts: sp.csr_matrix | None = None
+        self, items: Sequence[Mapping[str, Any]], max_parts: int = 12, with_counts: bool = True
     ) -> Occlusions:
-        """For each item, its parts and the feature counts each part contributes (`Occlusions`); `counts`,
-        when given, are those items' `counts` (already assembled by the caller).
+        """For each item, its parts and the feature counts each part contributes (`Occlusions`), and the
+        items' `counts` unless not `with_counts`.
 
         Parts: each distinct normalised word of the name (of full_name when there is no name), in order,
         then each structured field present, as ``unit=шт``, ``okved_code=62.01`` …; at most `max_parts`.
@@ -515,15 +562,17 @@ class Featurizer:
         part_occurrences: list[int] = []
         part_heads: list[bool] = []
         removed_vectors: list[tuple[int, np.ndarray, int, bool]] = []  # (part, vector, occurrences, is head)
-        rows: list[tuple[list[list[_Placed]], tuple[int, ...]]] = []
+        rows: list[tuple[_Analysed, tuple[int, ...]]] = []
         head_block = bool(self.n_head_features)
         for item in items:
-            segments, in_name = self._analysed(item)
+            analysed = self._analysed(item)
+            segments, bigrams, in_name = analysed
             fields = {name: item.get(name) or None for name in FIELD_NAMES}
-            rows.append((segments, self._field_columns(fields)))
+            if with_counts:
+                rows.append((analysed, self._field_columns(fields)))
             item_parts: list[str] = []
             head = _head_word(segments)
-            words = self._word_contributions(segments)
+            words = self._word_contributions(segments, bigrams)
             for w in [w for w in words if w in in_name][:max_parts]:
                 entry, count, own_extras = words[w]
                 is_head = head is not None and head.word == w
@@ -553,21 +602,19 @@ class Featurizer:
         contributions.sum_duplicates()
         part_extras = self._ones_of(extras)
         part_extras.sum_duplicates()
-        dense = None
+        dense = np.zeros((len(removed), self.n_dense), dtype=np.float32)
         if self.n_dense:
             dims = EMBEDDING_DIMS
-            dense = np.zeros((len(removed), self.n_dense), dtype=np.float32)
             for part, vector, count, is_head in removed_vectors:
                 dense[part, dims:] = vector * float(count) if count != 1 else vector
                 if is_head:
                     dense[part, :dims] = vector
         owner = np.repeat(np.arange(len(items)), [len(p) for p in parts])
-        if counts is None:
-            counts = self._assemble(rows).counts
         return Occlusions(
             parts,
-            counts,
-            self._with_dense(contributions, dense),
+            self._assemble(rows).counts if with_counts else None,
+            contributions,
+            dense,
             owner,
             part_words,
             np.asarray(part_occurrences, dtype=np.float32),
@@ -577,16 +624,18 @@ class Featurizer:
 
     def _ones_of(self, rows: Sequence[Sequence[int]]) -> sp.csr_matrix:
         indptr = np.cumsum([0] + [len(columns) for columns in rows]).tolist()
-        return self._ones([column for columns in rows for column in columns], indptr, self.n_sparse)
+        return self._ones(list(itertools.chain.from_iterable(rows)), indptr, self.n_sparse)
 
-    def _word_contributions(self, segments: list[list[_Placed]]) -> dict[str, tuple[Word, int, list[int]]]:
+    def _word_contributions(
+        self, segments: list[list[_Placed]], bigrams: list[list[int]]
+    ) -> dict[str, tuple[Word, int, list[int]]]:
         """Per distinct word, in order: the word, how often it occurs, and what leaving it out removes from
         the hashed columns besides its own columns and head block (its head-noun roles, the head-word
         feature when it is the first word, every bigram it takes part in), in one pass over the words."""
         words: dict[str, tuple[Word, int, list[int]]] = {}
-        bigram = self._bigram
         for position, segment in enumerate(segments):
             previous: Word | None = None
+            segment_bigrams = bigrams[position]
             for i, (entry, role) in enumerate(segment):
                 known = words.get(entry.word)
                 own = [] if known is None else known[2]
@@ -596,7 +645,7 @@ class Featurizer:
                 if position == 0 and i == 0:
                     own.append(entry.head_column)
                 if previous is not None:
-                    column = bigram(previous.word, entry.word)
+                    column = segment_bigrams[i - 1]
                     own.append(column)
                     if previous.word != entry.word:
                         words[previous.word][2].append(column)
