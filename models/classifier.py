@@ -83,7 +83,7 @@ class Classifier:
         return state
 
     @property
-    def _explanations(self) -> dict[tuple[Any, ...], list[tuple[str, float]]]:
+    def _explanations(self) -> dict[tuple[Any, ...], tuple[tuple[str, float], ...]]:
         """Explanations by occlusion key, per classifier (a new model starts empty); cleared when full."""
         cache = self.__dict__.get("_explained")
         if cache is None:
@@ -292,7 +292,7 @@ class Classifier:
         """Occlusion explanations, from the cache or computed for all misses in one forward pass."""
         cache = self._explanations
         featurizer = self.featurizer
-        results: list[list[tuple[str, float]] | None] = []
+        results: list[tuple[tuple[str, float], ...] | None] = []
         misses: dict[tuple[Any, ...], list[int]] = {}
         for i, item in enumerate(items):
             key = (featurizer.occlusion_key(item), explain)
@@ -320,7 +320,8 @@ class Classifier:
                 weights = [
                     (part, round(float(d), WEIGHT_DIGITS)) for part, d in zip(parts, drops, strict=True)
                 ]
-                ranked = sorted((pw for pw in weights if pw[1] > 0), key=lambda pw: -pw[1])[:explain]
+                # a tuple of tuples of str and float: the garbage collector stops tracking it
+                ranked = tuple(sorted((pw for pw in weights if pw[1] > 0), key=lambda pw: -pw[1])[:explain])
                 cache[key] = ranked
                 for row in rows:
                     results[row] = ranked

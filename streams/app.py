@@ -25,6 +25,7 @@ from streams.lifecycle.agents import TICK_SECONDS, CorrectionsAgent, LifecycleHo
 from streams.lifecycle.model_events import ModelState, event_record
 from streams.lifecycle.model_follower import ModelFollower
 from streams.lifecycle.shadow import ShadowCounter
+from streams.pipeline import gc_pauses
 from streams.pipeline.scoring import build_pipeline, limit_native_threads
 from streams.review import follow as review_follow
 from streams.review.board import ReviewBoard
@@ -229,6 +230,7 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
             await runner.producer.prepare([*outputs, *(table.changelog_topic for table in tables)])
             await runner.scorer.start()
             await predict_scheduler.start()
+            gc_pauses.settle()  # after the worker has loaded what it keeps
             if follower.to_announce is not None:  # the control topic had no champion of this registry
                 await runner.producer.send_all([event_record(follower.serde, follower.to_announce)])
 

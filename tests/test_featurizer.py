@@ -277,3 +277,13 @@ def test_the_head_word_keeps_its_weight_in_a_long_name(featurizer: Featurizer) -
     column = featurizer._head_column("w:монтаж")
     assert short[0, column] == pytest.approx(long[0, column])
     assert short[0, featurizer._text_column("w:монтаж")] > long[0, featurizer._text_column("w:монтаж")]
+
+
+def test_word_analyses_hold_plain_strings() -> None:
+    """pymorphy's grammemes are a str subclass, which the garbage collector tracks; the analyses the
+    featurizer caches by the hundred thousand hold plain strs (`streams.pipeline.gc_pauses`)."""
+    from models.features.language import language
+
+    analysis = language().analyse("насосы")
+    assert analysis.pos == "NOUN" and analysis.number == "plur"
+    assert all(type(value) is str for value in analysis[:4])

@@ -242,7 +242,7 @@ def test_explanations_are_cached_per_name_and_fields(classifier: Classifier) -> 
     item = {"name": "Замена масла в двигателе", "unit": "усл. ед."}
     first = classifier.predict([item], explain=3)[0].explanation
     key = (classifier.featurizer.occlusion_key(item), 3)
-    assert classifier._explanations[key] == first
+    assert list(classifier._explanations[key]) == first
     assert classifier.predict([{**item, "id": "other"}], explain=3)[0].explanation == first
     other = {**item, "full_name": "Замена масла в двигателе и фильтра"}
     assert (classifier.featurizer.occlusion_key(other), 3) != key

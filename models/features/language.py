@@ -106,7 +106,8 @@ class Language:
         tag = parse.tag
         lemma = str(parse.normal_form)
         verbal = self.verbal_suffix(lemma) if tag.POS == "NOUN" else None
-        return Analysis(lemma, tag.POS, tag.number, tag.case, verbal)
+        # plain strs: pymorphy's grammemes are a str subclass, which the garbage collector tracks
+        return Analysis(lemma, _plain(tag.POS), _plain(tag.number), _plain(tag.case), verbal)
 
     def verbal_suffix(self, lemma: str) -> str | None:
         """The nominalising suffix of a verbal noun's lemma ("" when it has none), None for other nouns."""
@@ -134,6 +135,10 @@ class Language:
                 norm = float(np.linalg.norm(projected))
                 return (projected / norm).astype(np.float32) if norm > 0 else None
         return None
+
+
+def _plain(grammeme: str | None) -> str | None:
+    return None if grammeme is None else str(grammeme)
 
 
 @cache

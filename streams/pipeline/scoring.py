@@ -34,6 +34,7 @@ from models.classifier import Classifier
 from models.drift.baseline import Baseline
 from models.registry.model_registry import ModelRegistry
 from schemas import catalogue_from_url
+from streams.pipeline import gc_pauses
 from streams.pipeline.codes import load_code_lists
 from streams.pipeline.messages import RawMessage
 from streams.pipeline.micro_batch import Models, Pipeline, Scored
@@ -115,6 +116,7 @@ def _init(settings: Settings, spec: ModelSpec) -> None:
     _cache = ModelCache(ModelRegistry(settings.models_dir))
     _cache.models(spec)  # sha256-checked again here
     _pipeline = build_pipeline(settings)
+    gc_pauses.settle()
 
 
 def _score(messages: Sequence[RawMessage], spec: ModelSpec) -> tuple[list[Scored], float]:
