@@ -8,6 +8,7 @@ per `Featurizer.occlusion_key` (the same name and fields, the same explanation).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -80,6 +81,7 @@ class Classifier:
         state.pop("_net", None)
         state.pop("_explained", None)
         state.pop("_words", None)
+        state.pop("_lock", None)
         return state
 
     @property
@@ -115,13 +117,14 @@ class Classifier:
             return []
         if composed is None:
             composed = self.featurizer.composed(items)
-        layer = self._first_layer(composed)
-        proba = np.round(self.net.proba(layer.first), ROUND_DIGITS)
-        predicted = proba.argmax(axis=1)
-        if explain > 0:
-            explanations = self._explain(items, predicted, proba, explain, composed, layer)
-        else:
-            explanations = [[] for _ in range(len(items))]
+        with self._predicting:  # one at a time: the word tables' rows are read where they were found
+            layer = self._first_layer(composed)
+            proba = np.round(self.net.proba(layer.first), ROUND_DIGITS)
+            predicted = proba.argmax(axis=1)
+            if explain > 0:
+                explanations = self._explain(items, predicted, proba, explain, composed, layer)
+            else:
+                explanations = [[] for _ in range(len(items))]
 
         labels = self.labels
         k = max(1, min(top_k, len(labels)))
@@ -139,6 +142,11 @@ class Classifier:
                 predicted.tolist(), rows, order.tolist(), explanations, strict=True
             )
         ]
+
+    @property
+    def _predicting(self) -> threading.Lock:
+        """Held while predicting (threads share a classifier where scoring runs in the worker's threads)."""
+        return self.__dict__.setdefault("_lock", threading.Lock())
 
     @property
     def _word_products(self) -> WordProducts:

@@ -70,7 +70,6 @@ class WordProducts:
         self.featurizer = featurizer
         self.weights = weights  # the first layer's, float32 (width, hidden)
         hidden = weights.shape[1]
-        self.hidden = hidden
         embeddings = featurizer.n_dense > 0
         self.dims = featurizer.n_dense // 2
         head_parts = int(featurizer.n_head_features > 0) + int(embeddings)

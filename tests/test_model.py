@@ -5,6 +5,7 @@ import json
 import math
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,33 @@ def test_outputs_do_not_depend_on_which_word_rows_are_kept(classifier: Classifie
     expected = classifier.predict_proba(classifier.featurizer.transform(items))
     got = np.array([[p.probabilities[label] for label in classifier.labels] for p in whole])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_threads_sharing_a_classifier_get_what_each_would_alone(classifier: Classifier) -> None:
+    """Where scoring runs in the worker's threads, micro-batches share one classifier and its word tables."""
+    shared = copy.deepcopy(classifier)
+    words = shared.__dict__["_words"] = WordProducts(shared.featurizer, shared.net.first_weights, capacity=16)
+    for table in (words.own, words.head):
+        assert table is not None
+        compute = table.compute  # slowed down, so that another thread runs while a table is being filled
+        table.compute = lambda new, compute=compute: (time.sleep(0.002), compute(new))[1]
+    batches = [[{"name": f"{name} {t}-{i}"} for i, name in enumerate(NAMES * 3)] for t in range(4)]
+    alone = [copy.deepcopy(classifier).predict(batch, explain=3) for batch in batches]
+    found: dict[int, list[list[Prediction]]] = {t: [] for t in range(len(batches))}
+    rounds = 8
+
+    def score(t: int) -> None:
+        for _ in range(rounds):
+            found[t].append(shared.predict(batches[t], explain=3))
+            shared._explanations.clear()
+
+    threads = [threading.Thread(target=score, args=(t,)) for t in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for t, runs in found.items():
+        assert runs == [alone[t]] * rounds
 
 
 def test_predict_proba_matches_sklearn(classifier: Classifier) -> None:
