@@ -1,7 +1,7 @@
 """Benchmark: raw → classified throughput next to a same-run ceiling, and end-to-end latency.
 
     python -m tools.bench [--items 100000] [--load 0.5 | --rate N] [--seconds 20] [--broker tansu|kafka]
-                          [--peers faust,aiokafka,quix | all | none]
+                          [--peers faust,aiokafka,quix | all | none] [--peer-items 20000]
 
 1. Throughput: ``--items`` Avro items are published to ``nomenclature.raw``, then one worker
    (``nomenclature worker``) drains the backlog; items/s = items / (last − first ``classified_at``).
@@ -19,7 +19,8 @@
    every output produced, at-least-once — done the plain way of a framework, each in a process of its own
    with a consumer group of its own: ``faust`` (an agent, one message and one ``send()`` per output at a
    time), ``aiokafka`` (a ``getmany`` batch loop without Faust: score, produce, await the acks, commit) and
-   ``quix`` (a Quix Streams StreamingDataFrame, per message; ``pip install -e '.[bench]'``). Each prints
+   ``quix`` (a Quix Streams StreamingDataFrame, per message; ``pip install -e '.[bench]'``). Each drains the
+   first ``--peer-items`` records (20,000; the per-message peers drain about 200 a second) and prints
    items/s (first record received to last processed) and its process's CPU µs per item; the broker's CPU
    is measured while each drains. The peers keep the item table (the duplicate check) in memory, with no
    changelog: they do less than the worker, which writes RocksDB and a changelog record per item.
@@ -44,6 +45,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -344,6 +346,12 @@ def main() -> None:
         default="all",
         help="peers run after the ceiling: a comma list of faust, aiokafka, quix; all; none",
     )
+    parser.add_argument(
+        "--peer-items",
+        type=int,
+        default=20_000,
+        help="records each peer drains (at most --items; the per-message peers drain ≈ 200 a second)",
+    )
     args = parser.parse_args()
     try:
         peer_names = parse_peers(args.peers)
@@ -373,7 +381,8 @@ def main() -> None:
         ceiling, ceiling_cpu_us = run_ceiling(bootstrap, flavor, args.items, tmp)
         ceiling_broker_us = (cpu_seconds(broker_pids) - broker_cpu) / args.items * 1e6
         print(f"ceiling (consume-only Faust agent): {ceiling:,.0f} items/s", flush=True)
-        peers = run_peers(peer_names, bootstrap, flavor, args.items, settings, tmp, broker_pids)
+        peer_items = max(1, min(args.items, args.peer_items))
+        peers = run_peers(peer_names, bootstrap, flavor, peer_items, settings, tmp, broker_pids)
 
         port = free_port()
         env = worker_env(settings, bootstrap, flavor, port, "bench")
@@ -467,12 +476,17 @@ def main() -> None:
             print(line)
         print(json.dumps(result))
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            worker.wait(30)
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_run(worker, broker, tmp)
+
+
+def stop_run(worker: subprocess.Popen[bytes] | None, broker: Any, tmp: Path) -> None:
+    """End a benchmark's worker and the broker it started (None: one it was given), remove its scratch."""
+    if worker is not None and worker.poll() is None:
+        worker.terminate()
+        worker.wait(30)
+    if broker is not None:
+        broker.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from streams.settings import Settings
 from streams.topics import RAW, ensure_topics
-from tools.bench import children, cpu_seconds, http_json, make_records, publish, worker_env
+from tools.bench import children, cpu_seconds, http_json, make_records, publish, stop_run, worker_env
 from tools.broker import FLAVORS, bench_broker, free_port
 from tools.common import ensure_model, run_sync
 
@@ -138,12 +138,7 @@ def main() -> None:
             us = (cpu_seconds([pid]) - cpu_before[name]) / drained * 1e6
             print("\n".join(report(f"{name} (pid {pid})", tmp / f"{pid}.raw", us, args.top)))
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            worker.wait(30)
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_run(worker, broker, tmp)
 
 
 if __name__ == "__main__":
