@@ -247,7 +247,7 @@ class Classifier:
         part_products: list[np.ndarray] = []
         variant_squares: list[np.ndarray] = []
         for block in range(n_hashed):
-            rows = np.unique(part_rows[part_blocks == block])
+            rows = np.flatnonzero(np.bincount(part_rows[part_blocks == block], minlength=n_parts))
             touched.append(rows)
             if block == 0:  # only words touch it
                 product = words.own.table[own_at[rows], :hidden] * occurrences[rows]
@@ -281,7 +281,9 @@ class Classifier:
             variant_inverse = (1.0 / _norms(variant_squares[k])).astype(np.float32)
             change = layer.products[k][items]
             change *= (variant_inverse - layer.inverse[items, k])[:, None]
-            change -= part_products[k] * variant_inverse[:, None]
+            part = part_products[k]  # a copy of the table's rows: scaled in place
+            part *= variant_inverse[:, None]
+            change -= part
             if len(rows) == len(owner):
                 variant_first += change
             else:

@@ -287,3 +287,34 @@ def test_word_analyses_hold_plain_strings() -> None:
     analysis = language().analyse("насосы")
     assert analysis.pos == "NOUN" and analysis.number == "plur"
     assert all(type(value) is str for value in analysis[:4])
+
+
+def test_morphology_runs_on_the_dawg_c_extension() -> None:
+    """pymorphy3[fast]: its dictionary is read with DAWG2's C extension (4× faster analyses than the
+    pure-Python reader it falls back to, with the same results)."""
+    import pymorphy3.dawg
+
+    assert pymorphy3.dawg.DAWG.__module__ == "dawg"
+
+
+def test_a_name_is_placed_once_whatever_full_name_it_comes_with() -> None:
+    """Names and full names are cached as texts: an item made of texts seen in other items gets their
+    placed words, and features equal to a fresh featurizer's."""
+    featurizer = Featurizer()
+    items = [
+        {"name": "Насос центробежный", "full_name": "Насос центробежный консольный К 80-50-200"},
+        {"name": "Ремонт насоса", "full_name": "Ремонт и обслуживание насосного оборудования"},
+        {"name": "Насос центробежный", "full_name": "Ремонт и обслуживание насосного оборудования"},
+        {"name": "", "full_name": "Насос центробежный"},
+    ]
+    seen = featurizer.transform(items[:2])
+    mixed = featurizer.transform(items[2:])
+    first, second, third, fourth = (featurizer._analysed(item) for item in items)
+    assert len(first.segments) == 1 and len(second.segments) == 2  # the first full_name has its name
+    assert third.segments[1] is second.segments[1] and fourth.segments[0] is third.segments[0]
+    assert fourth.name_words is third.name_words
+    fresh = Featurizer()
+    for got, items_ in ((seen, items[:2]), (mixed, items[2:])):
+        assert (got != fresh.transform(items_)).nnz == 0
+    featurizer.forget_items()
+    assert featurizer._analysed(items[2]).segments[1] is not second.segments[1]

@@ -3,7 +3,8 @@
     python -m tools.bench_scoring [--items 10000] [--batch 500] [--cold] [--profile]
 
 `Pipeline.score` (decode, validation, featurizer, MLP, occlusion explanations, Avro encode, drift bins) on
-`tools.bench`'s records, micro-batch after micro-batch, with one BLAS thread as in the scoring processes.
+`tools.bench`'s records, micro-batch after micro-batch, with one BLAS thread and the garbage collector settled
+(`streams.pipeline.gc_pauses`) as in the scoring processes.
 By default the model has already scored one cycle of the records' names without explanations (a running
 worker's word caches) and the measured items are ones the explanation cache has not (their units differ);
 ``--cold`` starts with empty caches. Prints CPU µs per item; ``--profile`` also prints where they go
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from models.registry.model_registry import ModelRegistry
+from streams.pipeline import gc_pauses
 from streams.pipeline.messages import RawMessage
 from streams.pipeline.micro_batch import Models
 from streams.pipeline.scoring import build_pipeline, limit_native_threads
@@ -55,6 +57,7 @@ def main() -> None:
     for start in range(0, len(warm), args.batch):  # the word caches and word rows, not the explanations
         models.champion.predict(warm[start : start + args.batch], explain=0)
     measured = messages[skip:]
+    gc_pauses.settle()  # as a scoring process does once it has loaded
 
     profile = cProfile.Profile() if args.profile else None
     started = time.process_time()

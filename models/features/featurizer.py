@@ -43,6 +43,7 @@ from models.features.text_normalization import fix_lookalikes, split_words
 
 HEAD_FEATURES = 256  # columns of the head-word block
 SEGMENT_CACHE = 4096  # recent items' segments (a micro-batch is featurized, then explained)
+TEXT_CACHE = 16_384  # names and full names seen lately, placed (a name comes with many full names); ≈ 42 MiB
 
 # The structured fields the featurizer reads, and the prefix of their hashed feature names.
 FIELD_NAMES = ("unit", "kind", "type_hint", "okved_code", "hs_code")
@@ -108,12 +109,25 @@ def _okved_section(division: int) -> str | None:
     return None
 
 
+class _Text(NamedTuple):
+    """What the featurizer derives from one name or full_name (cached per text)."""
+
+    words: tuple[str, ...]  # the raw words of its parts, in order
+    placed: tuple[_Placed, ...]  # its words with their roles, as a segment
+    bigrams: tuple[int, ...]  # the column of each pair of neighbouring words in `placed`
+    normalised: frozenset[str]  # its normalised words
+    # per distinct word, in order: the word, its occurrences and its share of the extras as a segment
+    # (`_segment_contributions`)
+    contributions: dict[str, tuple[Word, int, tuple[int, ...]]]
+
+
 class _Analysed(NamedTuple):
     """What the featurizer derives from an item's text (cached per name and full_name)."""
 
-    segments: list[list[_Placed]]
-    bigrams: list[list[int]]  # per segment: the column of each pair of neighbouring words
+    segments: list[tuple[_Placed, ...]]
+    bigrams: list[tuple[int, ...]]  # per segment: the column of each pair of neighbouring words
     name_words: frozenset[str]  # the name's normalised words (of full_name when there is no name)
+    texts: list[_Text]  # one per segment
 
 
 def _joined(hashed: sp.csr_matrix, dense: np.ndarray) -> sp.csr_matrix:
@@ -206,8 +220,15 @@ class Featurizer:
         self._bigrams: dict[tuple[str, str], int] = {}
         self._fields: dict[tuple[str, str], tuple[int, ...]] = {}
         self._field_sets: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._texts: dict[str, _Text] = {}
         # (name, full_name) -> `_Analysed`
         self._segment_sets: dict[tuple[str, str], _Analysed] = {}
+
+    def forget_items(self) -> None:
+        """Empty the caches of whole names and items (not of words): the next items are featurized as
+        new ones."""
+        self._texts.clear()
+        self._segment_sets.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -330,13 +351,14 @@ class Featurizer:
 
     # ---- items ---------------------------------------------------------------------------------
 
-    def _segments(self, item: Mapping[str, Any]) -> list[list[_Placed]]:
+    def _segments(self, item: Mapping[str, Any]) -> list[tuple[_Placed, ...]]:
         """Words of name and, when it adds words, full_name, with their roles; bigrams never cross
         segments."""
         return self._analysed(item)[0]
 
     def _analysed(self, item: Mapping[str, Any]) -> _Analysed:
-        """The item's segments, their bigrams' columns and its name's normalised words."""
+        """The item's segments, their bigrams' columns and its name's normalised words: the name and, when
+        it adds words, full_name, each a segment (bigrams never cross segments)."""
         raw_name = item.get("name") or ""
         raw_full = item.get("full_name") or ""
         key = (raw_name, raw_full)
@@ -345,31 +367,39 @@ class Featurizer:
             return cached
         if len(self._segment_sets) >= SEGMENT_CACHE:
             self._segment_sets.clear()
-        name_words = frozenset(self._word(raw).word for raw in split_words(raw_name or raw_full))
-        segments = self._segments_of(raw_name, raw_full)
-        bigram = self._bigram
-        bigrams = [
-            [bigram(segment[i - 1][0].word, segment[i][0].word) for i in range(1, len(segment))]
-            for segment in segments
-        ]
-        cached = self._segment_sets[key] = _Analysed(segments, bigrams, name_words)
+        name = self._text(raw_name)
+        full = self._text(raw_full) if raw_full and raw_full != raw_name else name
+        if not full.words or full.words == name.words:
+            texts = [name]
+        elif not name.words:
+            texts = [full]
+        elif f" {' '.join(name.words)} " in f" {' '.join(full.words)} ":
+            texts = [full]  # full_name contains the name: its extra words are the only addition
+        else:
+            texts = [name, full]
+        texts = [text for text in texts if text.placed]
+        normalised = (name if raw_name else full).normalised
+        cached = self._segment_sets[key] = _Analysed(
+            [text.placed for text in texts], [text.bigrams for text in texts], normalised, texts
+        )
         return cached
 
-    def _segments_of(self, raw_name: str, raw_full: str) -> list[list[_Placed]]:
-        name = _split_parts(raw_name)
-        full = _split_parts(raw_full) if raw_full and raw_full != raw_name else name
-        name_words, full_words = _words_of(name), _words_of(full)
-        if not full_words or full_words == name_words:
-            raw_segments = [name]
-        elif not name_words:
-            raw_segments = [full]
-        elif f" {' '.join(name_words)} " in f" {' '.join(full_words)} ":
-            raw_segments = [full]  # full_name contains the name: its extra words are the only addition
-        else:
-            raw_segments = [name, full]
-        return [placed for parts in raw_segments if (placed := self._place(parts))]
+    def _text(self, raw: str) -> _Text:
+        cached = self._texts.get(raw)
+        if cached is not None:
+            return cached
+        if len(self._texts) >= TEXT_CACHE:
+            self._texts.clear()
+        parts = _split_parts(raw)
+        placed = self._place(parts)
+        bigram = self._bigram
+        bigrams = tuple(bigram(placed[i - 1][0].word, placed[i][0].word) for i in range(1, len(placed)))
+        normalised = frozenset(self._word(word).word for word in split_words(raw))
+        contributions = _segment_contributions(placed, bigrams)
+        cached = self._texts[raw] = _Text(tuple(_words_of(parts)), placed, bigrams, normalised, contributions)
+        return cached
 
-    def _place(self, parts: list[list[str]]) -> list[_Placed]:
+    def _place(self, parts: list[list[str]]) -> tuple[_Placed, ...]:
         """The words of a segment's parts, each with its role (the first noun of each part heads it)."""
         word = self._word
         placed: list[_Placed] = []
@@ -382,7 +412,7 @@ class Featurizer:
                     head_role = PLAIN
                 else:
                     placed.append((entry, PLAIN))
-        return placed
+        return tuple(placed)
 
     def _field_columns(self, item: Mapping[str, Any]) -> tuple[int, ...]:
         get = item.get
@@ -447,7 +477,7 @@ class Featurizer:
         slots: list[int] = []
         slots_ptr = [0]
         heads: list[Word | None] = []
-        for (segments, bigrams, _), field_columns in rows:
+        for (segments, bigrams, _, _), field_columns in rows:
             row_extras: list[int] = []
             for position, segment in enumerate(segments):
                 for entry, role in segment:
@@ -511,7 +541,7 @@ class Featurizer:
             shape=(len(indptr) - 1, width),
         )
 
-    def _add_vectors(self, out: np.ndarray, segments: list[list[_Placed]]) -> None:
+    def _add_vectors(self, out: np.ndarray, segments: Sequence[Sequence[_Placed]]) -> None:
         """Add the embedding blocks' values of `segments` to `out`."""
         dims = EMBEDDING_DIMS
         head = _head_word(segments)
@@ -521,11 +551,6 @@ class Featurizer:
             for entry, _ in segment:
                 if entry.vector is not None:
                     out[dims:] += entry.vector
-
-    def _with_dense(self, sparse: sp.csr_matrix, dense: np.ndarray | None) -> sp.csr_matrix:
-        if dense is None:
-            return sparse
-        return sp.hstack([sparse, sp.csr_matrix(dense)], format="csr", dtype=np.float32)
 
     def _normalize_blocks(self, features: sp.csr_matrix) -> None:
         """L2-normalise each block of each row in place."""
@@ -566,13 +591,13 @@ class Featurizer:
         head_block = bool(self.n_head_features)
         for item in items:
             analysed = self._analysed(item)
-            segments, bigrams, in_name = analysed
+            segments, _, in_name, texts = analysed
             fields = {name: item.get(name) or None for name in FIELD_NAMES}
             if with_counts:
                 rows.append((analysed, self._field_columns(fields)))
             item_parts: list[str] = []
             head = _head_word(segments)
-            words = self._word_contributions(segments, bigrams)
+            words = _word_contributions(texts)
             for w in [w for w in words if w in in_name][:max_parts]:
                 entry, count, own_extras = words[w]
                 is_head = head is not None and head.word == w
@@ -626,32 +651,6 @@ class Featurizer:
         indptr = np.cumsum([0] + [len(columns) for columns in rows]).tolist()
         return self._ones(list(itertools.chain.from_iterable(rows)), indptr, self.n_sparse)
 
-    def _word_contributions(
-        self, segments: list[list[_Placed]], bigrams: list[list[int]]
-    ) -> dict[str, tuple[Word, int, list[int]]]:
-        """Per distinct word, in order: the word, how often it occurs, and what leaving it out removes from
-        the hashed columns besides its own columns and head block (its head-noun roles, the head-word
-        feature when it is the first word, every bigram it takes part in), in one pass over the words."""
-        words: dict[str, tuple[Word, int, list[int]]] = {}
-        for position, segment in enumerate(segments):
-            previous: Word | None = None
-            segment_bigrams = bigrams[position]
-            for i, (entry, role) in enumerate(segment):
-                known = words.get(entry.word)
-                own = [] if known is None else known[2]
-                words[entry.word] = (entry, 1 if known is None else known[1] + 1, own)
-                if role:
-                    own.extend(entry.head_noun_columns[role - 1])
-                if position == 0 and i == 0:
-                    own.append(entry.head_column)
-                if previous is not None:
-                    column = segment_bigrams[i - 1]
-                    own.append(column)
-                    if previous.word != entry.word:
-                        words[previous.word][2].append(column)
-                previous = entry
-        return words
-
     @staticmethod
     def occlusion_key(item: Mapping[str, Any]) -> tuple[Any, ...]:
         """The fields an item's features and `occlusions` are made of: equal keys, equal results (a cache
@@ -703,7 +702,7 @@ class Featurizer:
         }
         if dense is not None:
             empty = sp.csr_matrix((len(items), self.n_sparse), dtype=np.float32)
-            groups["embeddings"] = self._with_dense(empty, dense)
+            groups["embeddings"] = _joined(empty, dense)
         return groups
 
     def normalize_counts(self, counts: sp.csr_matrix) -> sp.csr_matrix:
@@ -749,6 +748,47 @@ class Featurizer:
         return digests
 
 
+def _segment_contributions(
+    placed: Sequence[_Placed], bigrams: Sequence[int]
+) -> dict[str, tuple[Word, int, tuple[int, ...]]]:
+    """Per distinct word of a segment, in order: the word, how often it occurs, and what leaving it out
+    removes from the hashed columns besides its own columns and head block: its head-noun roles and every
+    bigram it takes part in."""
+    words: dict[str, tuple[Word, int, list[int]]] = {}
+    previous: Word | None = None
+    for i, (entry, role) in enumerate(placed):
+        known = words.get(entry.word)
+        own = [] if known is None else known[2]
+        words[entry.word] = (entry, 1 if known is None else known[1] + 1, own)
+        if role:
+            own.extend(entry.head_noun_columns[role - 1])
+        if previous is not None:
+            column = bigrams[i - 1]
+            own.append(column)
+            if previous.word != entry.word:
+                words[previous.word][2].append(column)
+        previous = entry
+    return {word: (entry, count, tuple(own)) for word, (entry, count, own) in words.items()}
+
+
+def _word_contributions(texts: Sequence[_Text]) -> dict[str, tuple[Word, int, list[int]]]:
+    """An item's `_segment_contributions` over its segments, and the head-word feature of its first word
+    (the order of a word's extras does not matter: they are counted)."""
+    words: dict[str, tuple[Word, int, list[int]]] = {}
+    for text in texts:
+        for word, (entry, count, own) in text.contributions.items():
+            known = words.get(word)
+            if known is None:
+                words[word] = (entry, count, list(own))
+            else:
+                known[2].extend(own)
+                words[word] = (entry, known[1] + count, known[2])
+    if texts:
+        first = texts[0].placed[0][0]
+        words[first.word][2].append(first.head_column)
+    return words
+
+
 def _split_parts(text: str) -> list[list[str]]:
     """The raw words of each comma/«и»-separated part of a text."""
     return [words for part in _PARTS.split(text) if (words := split_words(part))]
@@ -758,7 +798,7 @@ def _words_of(parts: list[list[str]]) -> list[str]:
     return [word for part in parts for word in part]
 
 
-def _head_word(segments: list[list[_Placed]]) -> Word | None:
+def _head_word(segments: Sequence[Sequence[_Placed]]) -> Word | None:
     """The name's head word (the head block's and the head embedding's): the first part's head noun,
     else the first word."""
     if not segments:

@@ -380,7 +380,7 @@ def scoring_cost(classifier: Classifier, items: Sequence[Mapping[str, Any]], cos
     best = math.inf
     with threadpool_limits(limits=1):
         for repetition in range(cost.repeats + 1):
-            featurizer._segment_sets.clear()  # the featurizer's per-item cache (name, full_name) -> words
+            featurizer.forget_items()
             scorer = Classifier(
                 classifier.model, featurizer, classifier.version, temperature=classifier.temperature
             )
