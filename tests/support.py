@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.kafka_io import ensure_topic
 from schemas import AvroSerde, LocalCatalogue
+from streams.runtime.broker_quirks import fetched_end_offsets
+from streams.runtime.topic_metadata import topic_partitions
 from streams.runtime.topic_reader import read_topic
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, RAW, REJECTED, TOPICS
@@ -196,6 +198,28 @@ def produce(bootstrap: str, records: Iterable[tuple[bytes | None, bytes | None]]
 def produce_items(bootstrap: str, items: Iterable[dict[str, Any]], topic: str = RAW) -> int:
     serde = item_serde()
     return produce(bootstrap, ((i["id"].encode(), serde.encode(i)) for i in items), topic)
+
+
+async def read_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of `topic`, undecoded (aiokafka ConsumerRecords, each partition's in offset order), up
+    to the end offsets it had when called (fetched high-water marks: right on every broker)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, [topic])
+        ends = await fetched_end_offsets(bootstrap, tps)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: list[Any] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                found.extend(r for r in records if r.offset < ends[tp])
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return found
+    finally:
+        await consumer.stop()
 
 
 async def _read_values(bootstrap: str, topic: str) -> list[dict[str, Any]]:

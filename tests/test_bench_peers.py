@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from connectors.group_offsets import committed_offsets
 from models.registry.model_registry import ModelRegistry
@@ -16,10 +16,9 @@ from streams.pipeline.messages import RawMessage
 from streams.pipeline.micro_batch import Models
 from streams.pipeline.scoring import build_pipeline
 from streams.runtime.broker_quirks import fetched_end_offsets
-from streams.runtime.topic_metadata import topic_partitions
 from streams.settings import Settings
 from streams.topics import CLASSIFIED, REJECTED
-from tests.support import Broker, item_serde
+from tests.support import Broker, item_serde, read_records
 from tools.bench import create_topic, make_records, publish
 from tools.bench_peers import (
     PEERS,
@@ -47,24 +46,6 @@ def records() -> list[tuple[bytes, bytes]]:
     no_name = item_serde().encode({"id": "no-name", "name": None, "full_name": "Ремонт насоса"})
     bad = [(b"bad-avro", b"\x00\x00\x00\x00\x07not avro"), (b"not-wire", b"plain text")]
     return [*valid[:150], *bad, (b"no-name", no_name), *valid[150:], valid[0]]
-
-
-async def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of `topic` (aiokafka ConsumerRecords), up to its end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(consumer, [topic])
-        ends = await fetched_end_offsets(bootstrap, tps)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        found: list[Any] = []
-        while len(found) < sum(ends.values()):
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                found.extend(batch)
-        return found
-    finally:
-        await consumer.stop()
 
 
 def runnable_peers() -> list[str]:
@@ -120,7 +101,7 @@ def ran(
 
     registry = ModelRegistry(settings.models_dir)
     pipeline = build_pipeline(settings)
-    inputs = sorted(run_sync(read_all(bootstrap, INPUT)), key=lambda r: (r.partition, r.offset))
+    inputs = sorted(run_sync(read_records(bootstrap, INPUT)), key=lambda r: (r.partition, r.offset))
     messages = [RawMessage(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in inputs]
     models = Models(registry.load(), registry.load_baseline())
     # one micro-batch of them all, on an empty item table: the batch's own records are its duplicates' memory
@@ -149,7 +130,7 @@ def test_peer_does_the_pipelines_work(ran: dict[str, Any], module_broker: Broker
     assert len(expected[CLASSIFIED]) == VALID and len(expected[REJECTED]) == 4
     assert {r[3]["errors"][0]["code"] for r in expected[REJECTED]} >= {"duplicate"}
     for topic in (CLASSIFIED, REJECTED):
-        produced = run_sync(read_all(bootstrap, output_topic(PREFIX, name, topic)))
+        produced = run_sync(read_records(bootstrap, output_topic(PREFIX, name, topic)))
         got = sorted(normalised(pipeline, topic, r.key, r.value, r.timestamp) for r in produced)
         assert got == expected[topic], f"{name}: {topic} differs from the pipeline's"
     # at-least-once: the group's offsets are committed (after the outputs above were produced) to the end

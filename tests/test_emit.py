@@ -7,14 +7,12 @@ import asyncio
 import random
 import uuid
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.pipeline.emit import BatchProducer, partition_for
 from streams.pipeline.messages import OutRecord
-from streams.runtime.broker_quirks import fetched_end_offsets
-from tests.support import Broker
+from tests.support import Broker, read_records
 
 
 def test_keyed_records_go_where_the_default_partitioner_sends_them() -> None:
@@ -37,20 +35,11 @@ async def _create(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 async def _read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[tuple[bytes, bytes]]]:
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    ends = await fetched_end_offsets(bootstrap, tps)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        found: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
-        while any(len(found[tp.partition]) < ends[tp] for tp in tps):
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                found[tp.partition].extend((r.key, r.value) for r in records)
-        return found
-    finally:
-        await consumer.stop()
+    """(key, value) of every record of `topic`, per partition, in offset order."""
+    found: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
+    for r in await read_records(bootstrap, topic):
+        found[r.partition].append((r.key, r.value))
+    return found
 
 
 def test_send_all_delivers_every_record_in_order_and_reports_last_offsets(broker: Broker) -> None:

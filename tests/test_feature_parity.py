@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from aiokafka import AIOKafkaConsumer
 
 from models.registry.model_registry import ModelRegistry
 from models.training.feature_store import materialise
-from streams.runtime.broker_quirks import fetched_end_offsets
-from streams.runtime.topic_metadata import topic_partitions
-from tests.support import Broker, make_item, new_worker, produce_items, wait_for_ids
+from tests.support import Broker, make_item, new_worker, produce_items, read_records, wait_for_ids
 from tests.test_e2e import labelled_rows
 
 FIELDS = ("name", "full_name", "unit", "kind", "type_hint", "okved_code", "hs_code")
@@ -36,23 +33,9 @@ def _write_dataset(items: list[dict], directory: Path) -> Path:
 
 
 async def _table_values(bootstrap: str, topic: str) -> dict[str, dict]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(consumer, [topic])
-        ends = await fetched_end_offsets(bootstrap, tps)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        values: dict[str, dict] = {}
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                values.update({r.key.decode(): json.loads(r.value) for r in records if r.value})
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-        return values
-    finally:
-        await consumer.stop()
+    """A changelog topic folded into its table: each key's last value."""
+    records = await read_records(bootstrap, topic)
+    return {r.key.decode(): json.loads(r.value) for r in records if r.value}
 
 
 def test_stream_features_equal_the_offline_feature_store(
