@@ -10,6 +10,11 @@ from the shared registry (sha256-checked) the first time it is named and keeps t
 in the worker (`streams.lifecycle.model_follower`) takes effect at the next micro-batch without restarting
 anything.
 
+A scoring process is a child of the worker with a socket to it (`ScoringProcess`), which the worker's
+event loop reads: a call costs no thread handoff in the worker. The process ends with the socket (the worker
+closed it or died) or when it sees its parent gone; a call that finds its process dead is made once more in
+a new one.
+
 Native thread pools (OpenBLAS, OpenMP) are held to one thread in both processes: with micro-batches of
 a few hundred rows a second BLAS thread gains nothing, and its busy-waiting took ≈ 40% of a core from
 the worker and the broker (measured: 11.7 s against 7.2 s of CPU for the same 39k items).
@@ -21,11 +26,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import pickle
+import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple, TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -45,6 +51,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+FRAME_HEADER = 8  # bytes: a frame's length, big-endian
 KEPT_VERSIONS = 4  # models a scoring process keeps loaded: champion, challenger and the two before them
 
 
@@ -109,14 +116,12 @@ def watch_parent(parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
-def _init(settings: Settings, spec: ModelSpec) -> None:
+def _init(settings: Settings) -> None:
     global _pipeline, _cache
     watch_parent(os.getppid())
     limit_native_threads()
     _cache = ModelCache(ModelRegistry(settings.models_dir))
-    _cache.models(spec)  # sha256-checked again here
     _pipeline = build_pipeline(settings)
-    gc_pauses.settle()
 
 
 def _score(messages: Sequence[RawMessage], spec: ModelSpec) -> tuple[list[Scored], float]:
@@ -139,9 +144,150 @@ def _predict(
 
 
 def _load(spec: ModelSpec) -> ModelSpec:
+    """Load `spec`'s models (sha256-checked again here), then let the collector settle on them."""
     assert _cache is not None, "scoring process not initialised"
     models = _cache.models(spec)
+    gc_pauses.settle()
     return ModelSpec.of(models)
+
+
+class ScoringProcessDied(RuntimeError):
+    """The scoring process ended (killed, out of memory) before it answered."""
+
+
+class ScoringProcess:
+    """One scoring process and the worker's end of its socket, read by the event loop.
+
+    A call is one frame each way (an 8-byte length, then a pickle): the function and its arguments out,
+    ``(ok, result or exception)`` back. The process answers in order, so the answers resolve the waiting
+    calls first come, first served. No thread takes part on the worker's side: a ProcessPoolExecutor's
+    queue-feeder and result threads each had to win the GIL from the busy event loop to pass a call on.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        parent, child = socket.socketpair()
+        # spawn, not fork: the worker already runs threads (Faust's consumer, aiokafka)
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(
+            target=_serve, args=(child, settings), name="nomenclature-scoring", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self._socket = parent
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._connecting: asyncio.Future[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self.died = False
+
+    @property
+    def load(self) -> int:
+        """Calls sent and not yet answered."""
+        return len(self._waiting)
+
+    async def call(self, work: Callable[..., T], *args: Any) -> T:
+        if not self.died and self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        if self._connecting is not None:
+            await asyncio.wait([self._connecting])  # concurrent first calls share one connection
+        if self.died or self._writer is None:
+            raise ScoringProcessDied(f"scoring process {self.process.pid} has ended")
+        payload = pickle.dumps((work, args), protocol=pickle.HIGHEST_PROTOCOL)
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append(answer)
+        self._writer.write(len(payload).to_bytes(FRAME_HEADER, "big"))
+        self._writer.write(payload)
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            answer.cancel()  # the reader skips it
+            raise ScoringProcessDied(f"scoring process {self.process.pid} has ended: {exc}") from exc
+        return await answer  # type: ignore[no-any-return]
+
+    async def _connect(self) -> None:
+        try:
+            reader, self._writer = await asyncio.open_unix_connection(sock=self._socket)
+        except OSError:
+            self.died = True
+            return
+        self._reading = asyncio.ensure_future(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(FRAME_HEADER), "big")
+                payload = await reader.readexactly(size)
+                answer = self._waiting.popleft()
+                if answer.done():  # its caller was cancelled
+                    continue
+                try:
+                    ok, value = pickle.loads(payload)
+                except Exception as exc:  # e.g. an exception whose class cannot be rebuilt here
+                    ok, value = False, exc
+                if ok:
+                    answer.set_result(value)
+                else:
+                    answer.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        self.died = True
+        self._fail_waiting(ScoringProcessDied(f"scoring process {self.process.pid} ended before answering"))
+
+    def _fail_waiting(self, error: Exception) -> None:
+        while self._waiting:
+            answer = self._waiting.popleft()
+            if not answer.done():
+                answer.set_exception(error)
+
+    def close(self) -> None:
+        """Close the socket: the process sees its end and exits."""
+        self.died = True
+        for task in (self._connecting, self._reading):
+            if task is not None:
+                task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        else:
+            self._socket.close()
+        self._fail_waiting(ScoringProcessDied("the scorer was closed"))
+
+
+def _serve(channel: socket.socket, settings: Settings) -> None:
+    """A scoring process's loop: a call in, its answer out, until the worker closes its end."""
+    _init(settings)
+    while True:
+        header = _receive(channel, FRAME_HEADER)
+        if header is None:
+            os._exit(0)
+        request = _receive(channel, int.from_bytes(header, "big"))
+        if request is None:
+            os._exit(0)
+        try:
+            work, args = pickle.loads(request)
+            answer = (True, work(*args))
+        except Exception as exc:
+            answer = (False, exc)
+        try:
+            payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an answer or exception that does not pickle
+            payload = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+        try:
+            channel.sendall(len(payload).to_bytes(FRAME_HEADER, "big") + payload)
+        except OSError:
+            os._exit(0)
+
+
+def _receive(channel: socket.socket, size: int) -> bytes | None:
+    """Exactly `size` bytes, or None once the other end has closed."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = channel.recv_into(view[got:])
+        if n == 0:
+            return None
+        got += n
+    return bytes(buffer)
 
 
 class Scorer:
@@ -149,22 +295,13 @@ class Scorer:
         self.settings = settings
         self.pipeline = pipeline
         self._spec = ModelSpec.of(models)  # what a new scoring process loads first
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.settings.scoring_processes,
-            # spawn, not fork: the worker already runs threads (Faust's consumer, aiokafka)
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init,
-            initargs=(self.settings, self._spec),
-        )
+        self._processes: list[ScoringProcess] = []
 
     async def start(self) -> None:
         """Start the scoring processes and wait until they have loaded the models."""
-        if self.settings.scoring_processes <= 0 or self._pool is not None:
+        if self.settings.scoring_processes <= 0 or self._processes:
             return
-        self._pool = self._new_pool()
+        self._processes = [ScoringProcess(self.settings) for _ in range(self.settings.scoring_processes)]
         await self.preload(self._spec)
         log.info("scoring processes ready with %s", self._spec)
 
@@ -175,17 +312,14 @@ class Scorer:
         if self.settings.scoring_processes <= 0:
             return
         await self.start()
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._pool, _load, spec) for _ in range(self.settings.scoring_processes))
-        )
+        await asyncio.gather(*(process.call(_load, spec) for process in self._processes))
 
     async def score(self, messages: Sequence[RawMessage], models: Models) -> tuple[list[Scored], float]:
         """One `Scored` per message, and the seconds scoring took where it ran."""
-        loop = asyncio.get_running_loop()
         if self.settings.scoring_processes <= 0:
+            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(None, _timed, self.pipeline.score, messages, models)
-        return await self._in_pool(_score, messages, ModelSpec.of(models))
+        return await self._in_process(_score, messages, ModelSpec.of(models))
 
     async def predict(
         self, items: list[tuple[dict[str, Any], list[Issue]]], champion: Classifier, top_k: int, explain: int
@@ -197,23 +331,28 @@ class Scorer:
             return await loop.run_in_executor(
                 None, classify_items, self.pipeline, items, champion, top_k, explain
             )
-        return await self._in_pool(_predict, items, champion.version, top_k, explain)
+        return await self._in_process(_predict, items, champion.version, top_k, explain)
 
-    async def _in_pool(self, work: Callable[..., T], *args: Any) -> T:
-        """`work` in a scoring process; once more in a new pool if a process died meanwhile."""
+    async def _in_process(self, work: Callable[..., T], *args: Any) -> T:
+        """`work` in the least busy scoring process; once more in a new one if that one died meanwhile."""
         await self.start()
-        assert self._pool is not None
-        loop = asyncio.get_running_loop()
+        process = min(self._processes, key=lambda one: one.load)
         try:
-            return await loop.run_in_executor(self._pool, work, *args)
-        except BrokenProcessPool:
-            log.error("a scoring process died; starting a new one and scoring the batch again")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-            await self.start()
-            return await loop.run_in_executor(self._pool, work, *args)
+            return await process.call(work, *args)
+        except ScoringProcessDied:
+            if not self._processes:  # the scorer was closed
+                raise
+            if process in self._processes:
+                log.error("scoring process %s died; scoring again in a new one", process.process.pid)
+                process.close()
+                index = self._processes.index(process)
+                process = self._processes[index] = ScoringProcess(self.settings)
+                await process.call(_load, self._spec)  # as at start: models loaded, the collector settled
+            else:  # another call has replaced it already
+                process = min(self._processes, key=lambda one: one.load)
+            return await process.call(work, *args)
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        processes, self._processes = self._processes, []
+        for process in processes:
+            process.close()
