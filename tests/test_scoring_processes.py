@@ -67,6 +67,8 @@ def test_processes_score_like_the_worker_and_a_killed_one_is_replaced(settings: 
             first, second = await asyncio.gather(
                 scorer.score(_messages(0), models), scorer.score(_messages(0), models)
             )
+            pids = await asyncio.gather(scorer._in_process(os.getpid), scorer._in_process(os.getpid))
+            assert len(set(pids)) == 2, "two calls at once go to the two processes"
             before = {process.process.pid for process in scorer._processes}
             victim = scorer._processes[0].process.pid
             assert victim is not None

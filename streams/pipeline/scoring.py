@@ -188,7 +188,7 @@ class ScoringProcess:
     async def call(self, work: Callable[..., T], *args: Any) -> T:
         if not self.died and self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect())
-        if self._connecting is not None:
+        if self._connecting is not None and not self._connecting.done():
             await asyncio.wait([self._connecting])  # concurrent first calls share one connection
         if self.died or self._writer is None:
             raise ScoringProcessDied(f"scoring process {self.process.pid} has ended")
@@ -245,6 +245,10 @@ class ScoringProcess:
         for task in (self._connecting, self._reading):
             if task is not None:
                 task.cancel()
+        try:  # the process sees the end now, not when the event loop gets to closing the transport
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed already
+            pass
         if self._writer is not None:
             self._writer.close()
         else:
