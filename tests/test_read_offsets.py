@@ -6,13 +6,15 @@ Faust's consumer hands a record on only if ``offset >= read offset`` and then se
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import MutableMapping
+from types import SimpleNamespace
 
 import faust
 from faust.types import TP
 
-from streams.runtime.partition_watchdog import ReadOffsets, install_read_offsets
+from streams.runtime.partition_watchdog import ReadOffsets, install_read_offsets, seek_back
 
 TP0 = TP("nomenclature.raw", 0)
 
@@ -28,23 +30,32 @@ def drain(offsets: MutableMapping[TP, int | None], records: range) -> list[int]:
     return handed
 
 
+class _Consumer:
+    """Faust's consumer as `seek_back` uses it: records fetched before the seek (`stale`) are handed on while
+    it seeks, then `Consumer.seek` sets the read offset."""
+
+    def __init__(self, offsets: MutableMapping[TP, int | None], stale: range) -> None:
+        self._read_offset = offsets
+        self.stale = stale
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        drain(self._read_offset, self.stale)
+        self._read_offset[tp] = offset
+
+
 def seek(offsets: MutableMapping[TP, int | None], offset: int, stale: range) -> None:
-    """`streams.runtime.partition_watchdog.seek_back`: records fetched before the seek (`stale`) are handed
-    on while it runs; Faust's seek then sets the read offset."""
-    if isinstance(offsets, ReadOffsets):
-        offsets.hold(TP0)
-    drain(offsets, stale)
-    offsets[TP0] = offset
-    if isinstance(offsets, ReadOffsets):
-        offsets.hold(TP0)
+    """The watchdog's `seek_back` on a consumer holding `offsets`."""
+    app = SimpleNamespace(consumer=_Consumer(offsets, stale))
+    asyncio.run(seek_back(app, TP0, offset))  # type: ignore[arg-type]
 
 
 def test_fausts_own_read_offsets_drop_what_a_seek_back_went_for() -> None:
     offsets: MutableMapping[TP, int | None] = defaultdict(lambda: None)
     assert drain(offsets, range(0, 10)) == list(range(10))
-    offsets[TP0] = 3  # Faust's seek
-    assert drain(offsets, range(10, 13)) == [10, 11, 12]  # fetched before the seek
-    assert drain(offsets, range(3, 15)) == [12, 13, 14]  # the re-fetch: 3-11 dropped as already read
+    seek(offsets, 3, stale=range(10, 13))  # Faust's mapping: seek_back cannot hold it
+    assert offsets[TP0] == 3
+    assert drain(offsets, range(13, 15)) == [13, 14]  # still fetched before the seek
+    assert drain(offsets, range(3, 16)) == [14, 15], "the re-fetch: 3-13 dropped as already read"
 
 
 def test_a_held_partition_hands_the_records_on_again_then_faust_rule_holds_again() -> None:

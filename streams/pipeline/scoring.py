@@ -340,7 +340,7 @@ class Scorer:
     async def _in_process(self, work: Callable[..., T], *args: Any) -> T:
         """`work` in the least busy scoring process; once more in a new one if that one died meanwhile."""
         await self.start()
-        process = min(self._processes, key=lambda one: one.load)
+        process = self._least_busy()
         try:
             return await process.call(work, *args)
         except ScoringProcessDied:
@@ -353,8 +353,11 @@ class Scorer:
                 process = self._processes[index] = ScoringProcess(self.settings)
                 await process.call(_load, self._spec)  # as at start: models loaded, the collector settled
             else:  # another call has replaced it already
-                process = min(self._processes, key=lambda one: one.load)
+                process = self._least_busy()
             return await process.call(work, *args)
+
+    def _least_busy(self) -> ScoringProcess:
+        return min(self._processes, key=lambda one: one.load)
 
     def close(self) -> None:
         processes, self._processes = self._processes, []
