@@ -69,8 +69,8 @@ def test_processes_score_like_the_worker_and_a_killed_one_is_replaced(settings: 
             )
             pids = await asyncio.gather(scorer._in_process(os.getpid), scorer._in_process(os.getpid))
             assert len(set(pids)) == 2, "two calls at once go to the two processes"
-            before = {process.process.pid for process in scorer._processes}
-            victim = scorer._processes[0].process.pid
+            before = {process.pid for process in scorer._processes}
+            victim = scorer._processes[0].pid
             assert victim is not None
             os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 10
@@ -79,7 +79,7 @@ def test_processes_score_like_the_worker_and_a_killed_one_is_replaced(settings: 
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.2)  # the worker's end reads the socket's close
             after_kill = [await scorer.score(_messages(0), models) for _ in range(3)]
-            after = {process.process.pid for process in scorer._processes}
+            after = {process.pid for process in scorer._processes}
             return first[0], second[0], after_kill[-1][0], before, after
         finally:
             scorer.close()

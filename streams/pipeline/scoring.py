@@ -181,6 +181,10 @@ class ScoringProcess:
         self.died = False
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
     def load(self) -> int:
         """Calls sent and not yet answered."""
         return len(self._waiting)
@@ -191,7 +195,7 @@ class ScoringProcess:
         if self._connecting is not None and not self._connecting.done():
             await asyncio.wait([self._connecting])  # concurrent first calls share one connection
         if self.died or self._writer is None:
-            raise ScoringProcessDied(f"scoring process {self.process.pid} has ended")
+            raise ScoringProcessDied(f"scoring process {self.pid} has ended")
         payload = pickle.dumps((work, args), protocol=pickle.HIGHEST_PROTOCOL)
         answer = asyncio.get_running_loop().create_future()
         self._waiting.append(answer)
@@ -201,7 +205,7 @@ class ScoringProcess:
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             answer.cancel()  # the reader skips it
-            raise ScoringProcessDied(f"scoring process {self.process.pid} has ended: {exc}") from exc
+            raise ScoringProcessDied(f"scoring process {self.pid} has ended: {exc}") from exc
         return await answer  # type: ignore[no-any-return]
 
     async def _connect(self) -> None:
@@ -231,7 +235,7 @@ class ScoringProcess:
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         self.died = True
-        self._fail_waiting(ScoringProcessDied(f"scoring process {self.process.pid} ended before answering"))
+        self._fail_waiting(ScoringProcessDied(f"scoring process {self.pid} ended before answering"))
 
     def _fail_waiting(self, error: Exception) -> None:
         while self._waiting:
@@ -347,7 +351,7 @@ class Scorer:
             if not self._processes:  # the scorer was closed
                 raise
             if process in self._processes:
-                log.error("scoring process %s died; scoring again in a new one", process.process.pid)
+                log.error("scoring process %s died; scoring again in a new one", process.pid)
                 process.close()
                 index = self._processes.index(process)
                 process = self._processes[index] = ScoringProcess(self.settings)

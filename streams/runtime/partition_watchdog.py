@@ -27,6 +27,12 @@ a hole of 179 records on each of 8 partitions sought back, 674 ids never classif
 replaces Faust's mapping of read offsets, holds a partition sought back: it reads as nothing read (every
 record is handed on, and Faust notes no gap) until the re-fetch begins — a record at or below the highest
 offset handed on since the hold — or the partition is assigned again.
+
+Faust also notes the offsets it skips as a gap, which a commit passes over as if they had been processed
+(`Consumer._new_offset`): a crash before the watchdog had them processed again would lose them.
+`forget_gaps` takes them out of Faust's gaps as soon as a micro-batch shows the hole (before that micro-batch
+is acknowledged) and whenever the watchdog seeks back. Real holes are noted again as the re-fetch reads past
+them: by Faust, or by `ReadOffsets` when the re-fetch begins above the offset sought.
 """
 
 from __future__ import annotations
@@ -48,11 +54,19 @@ STALL_SECONDS = 10.0
 
 
 class ReadOffsets(dict[TP, int | None]):
-    """Faust's consumer's read offsets (``Consumer._read_offset``), with partitions held after a seek back."""
+    """Faust's consumer's read offsets (``Consumer._read_offset``), with partitions held after a seek back.
 
-    def __init__(self, offsets: dict[TP, int | None] | None = None) -> None:
+    ``gaps`` is the consumer's ``_gap`` (partition -> IntervalTree of offsets a commit may pass over): when
+    the re-fetch of a partition sought back to ``start`` begins above it, the offsets in between do not
+    exist (a real hole), and are noted there, as Faust notes the holes it reads past.
+    """
+
+    def __init__(self, offsets: dict[TP, int | None] | None = None, gaps: Any = None) -> None:
         super().__init__(offsets or {})
+        self.gaps = gaps
         self.held: dict[TP, int] = {}  # partition -> the highest offset handed on since its hold
+        self.starts: dict[TP, int] = {}  # partition -> the offset it was sought back to
+        self.highest: dict[TP, int] = {}  # partition -> the highest offset handed on since it was assigned
 
     def __missing__(self, tp: TP) -> None:
         return None
@@ -65,29 +79,57 @@ class ReadOffsets(dict[TP, int | None]):
     def __setitem__(self, tp: TP, offset: int | None) -> None:
         if self.held and tp in self.held:
             if offset is None or offset <= self.held[tp]:
-                del self.held[tp]  # the re-fetch has begun: from here Faust's rule holds again
+                del self.held[tp]  # the re-fetch has begun (or the seek itself): Faust's rule holds again
+                start = self.starts.pop(tp, None)
+                if start is not None and offset is not None and offset > start and self.gaps is not None:
+                    self.gaps[tp].addi(start, offset)
             else:
                 self.held[tp] = offset  # a record fetched before the seek
         super().__setitem__(tp, offset)
+        if offset is not None and offset > self.highest.get(tp, -1):
+            self.highest[tp] = offset
 
     def __delitem__(self, tp: TP) -> None:
-        self.held.pop(tp, None)
+        self._release(tp)
         super().__delitem__(tp)
 
     def pop(self, tp: TP, *default: int | None) -> int | None:  # type: ignore[override]
-        self.held.pop(tp, None)
+        self._release(tp)
         return super().pop(tp, *default)
 
     def update(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
         changed = dict(*args, **kwargs)  # type: ignore[call-overload]
         for tp in changed:
-            self.held.pop(tp, None)
+            self._release(tp)
         super().update(changed)
 
-    def hold(self, tp: TP) -> None:
-        """Hand every record of `tp` on until its re-fetch begins (call before and after seeking back)."""
+    def hold(self, tp: TP, start: int | None = None) -> None:
+        """Hand every record of `tp` on until its re-fetch (from `start`, when given) begins: until a record
+        at or below the highest one handed on so far comes; call before and after seeking back."""
         current = super().get(tp)
-        self.held[tp] = max(self.held.get(tp, -1), -1 if current is None else current)
+        self.held[tp] = max(
+            self.held.get(tp, -1), self.highest.get(tp, -1), -1 if current is None else current
+        )
+        if start is not None:
+            self.starts[tp] = start
+
+    def _release(self, tp: TP) -> None:
+        self.held.pop(tp, None)
+        self.starts.pop(tp, None)
+        self.highest.pop(tp, None)
+
+
+def forget_gaps(consumer: Any, tp: TP, start: int, end: int | None = None) -> None:
+    """Take offsets ``start`` to ``end`` (exclusive; open-ended without it) out of the consumer's gaps.
+
+    Faust notes the offsets it skips as a gap, which lets a commit pass over them as if processed
+    (`Consumer._new_offset`). Offsets the worker is going to seek back for must not be passed over before
+    they are processed: a crash in between would lose them. Real holes among them are noted again when
+    the re-fetch reads past them.
+    """
+    gaps = getattr(consumer, "_gap", None)
+    if gaps is not None and tp in gaps:
+        gaps[tp].chop(start, (1 << 63) if end is None else end)
 
 
 def install_read_offsets() -> None:
@@ -100,7 +142,7 @@ def install_read_offsets() -> None:
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
-        self._read_offset = ReadOffsets(dict(self._read_offset))
+        self._read_offset = ReadOffsets(dict(self._read_offset), gaps=self._gap)
 
     Consumer.__init__ = __init__  # type: ignore[method-assign]
     Consumer._nomenclature_read_offsets = True  # type: ignore[attr-defined]
@@ -114,9 +156,10 @@ async def seek_back(app: faust.App, tp: TP, offset: int) -> None:
         offsets.hold(tp)  # records handed on while seeking
     else:
         log.warning("consumer created before install_read_offsets: records sought back may be dropped")
+    forget_gaps(consumer, tp, offset)
     await consumer.seek(tp, offset)
     if isinstance(offsets, ReadOffsets):
-        offsets.hold(tp)  # Faust's seek has just set the read offset to `offset`
+        offsets.hold(tp, start=offset)  # Faust's seek has just set the read offset to `offset`
 
 
 def processed_position(app: faust.App, stats: Stats, tp: TP) -> int | None:
@@ -177,6 +220,8 @@ class PartitionWatchdog:
             topic,
             partition,
         )
+        # now, before the micro-batch that showed the hole is acknowledged and a commit could pass over it
+        forget_gaps(self.app.consumer, tp, first_missing, next_seen)
         self.holes.setdefault(tp, first_missing)
 
     async def check(self, now: float | None = None) -> list[TP]:
