@@ -26,7 +26,7 @@ and raise it again, and then the records sought back for are dropped, silently (
 a hole of 179 records on each of 8 partitions sought back, 674 ids never classified). `ReadOffsets`, which
 replaces Faust's mapping of read offsets, holds a partition sought back: it reads as nothing read (every
 record is handed on, and Faust notes no gap) until the re-fetch begins — a record at or below the highest
-offset handed on since the hold — or the partition is assigned again.
+offset handed on so far — or the partition is assigned again.
 
 Faust also notes the offsets it skips as a gap, which a commit passes over as if they had been processed
 (`Consumer._new_offset`): a crash before the watchdog had them processed again would lose them.
@@ -64,7 +64,7 @@ class ReadOffsets(dict[TP, int | None]):
     def __init__(self, offsets: dict[TP, int | None] | None = None, gaps: Any = None) -> None:
         super().__init__(offsets or {})
         self.gaps = gaps
-        self.held: dict[TP, int] = {}  # partition -> the highest offset handed on since its hold
+        self.held: dict[TP, int] = {}  # held partition -> the offset at or below which its re-fetch begins
         self.starts: dict[TP, int] = {}  # partition -> the offset it was sought back to
         self.highest: dict[TP, int] = {}  # partition -> the highest offset handed on since it was assigned
 
