@@ -45,6 +45,10 @@ def item_serde() -> AvroSerde:
     return AvroSerde(LocalCatalogue(), TOPICS[RAW].subject, TOPICS[RAW].schema)
 
 
+def classified_serde() -> AvroSerde:
+    return AvroSerde(LocalCatalogue(), TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
+
+
 def labelled_sample_csv(directory: Path, per_label: int, seed: int) -> Path:
     """`per_label` rows of each label of the bundled ОКПД2 file (seeded), as `directory`/sample.csv."""
     import pandas as pd

@@ -84,6 +84,18 @@ def test_measure_reads_names_and_fields() -> None:
     assert values["kind"] is None and values["predicted_label"] == "product"
 
 
+@pytest.mark.parametrize("name", ["Ⅻ ½ ² _x_ ١٢٣ é", "Ремонт ЦНС-38 2 шт", "___", "42", "Ab1 Бв2"])
+def test_measure_counts_letters_latin_letters_and_digits_as_regex_classes_do(name: str) -> None:
+    import re
+
+    letters = len(re.findall(r"[^\W\d_]", name))
+    latin = len(re.findall(r"[A-Za-z]", name))
+    digits = len(re.findall(r"\d", name))
+    values = measure({"name": name}, "product", 0.5, frozenset())
+    assert values["latin_share"] == (latin / letters if letters else 0.0)
+    assert values["digit_share"] == (digits / (letters + digits) if letters + digits else 0.0)
+
+
 class _Fixed:
     """A stand-in classifier for baseline building: the label by a keyword, a fixed confidence."""
 
@@ -129,6 +141,32 @@ def test_baseline_bins_round_trip_and_version() -> None:
     # every reference name is Cyrillic: the Latin name must not share their bin
     assert bins[FEATURES.index("latin_share")] > latin.bin(0.0)
     assert not baseline.features["kind"].observed and baseline.features["unit"].observed  # type: ignore[union-attr]
+
+
+def test_bins_are_each_features_bin_of_measure_with_names_and_fields_looked_up_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`Baseline.bins` keeps the bins of names and of field values apart: whatever it has kept, an item's
+    bins are those of `measure`, for names seen with other fields and fields seen with other names."""
+    import models.drift.baseline as baseline_module
+
+    vocabulary = vocabulary_of(["ремонт насос"])
+    baseline = build_baseline(_Fixed(), _reference_items(), vocabulary, source="unit test")
+    rng = random.Random(3)
+    names = ["Ремонт насоса", "Hammer Bosch GSB 13 RE", "болт М8 2 шт", "", "монтаж кабеля 10 м", "Ⅻ ½ ²"]
+    full = {"unit": " Кг. ", "kind": "Товар", "country": "ru", "okved_code": "43.21", "hs_code": "8413",
+            "source": "ERP"}  # fmt: skip
+    other = {"unit": "шт", "kind": "услуга", "country": "DE", "okved_code": "9", "hs_code": "x", "source": ""}
+    # each field changed alone, left out alone, and one that does not hash (not kept, still binned)
+    fields = [{}, full, *({**full, key: value} for key, value in other.items())]
+    fields += [{k: v for k, v in full.items() if k != key} for key in full] + [{"unit": ["шт"]}]
+    monkeypatch.setattr(baseline_module, "BINS_CACHE", 4)  # cleared again and again
+    for _ in range(2000):
+        item = {"name": rng.choice(names), **rng.choice(fields)}
+        label, confidence = rng.choice(["product", "service", "other"]), rng.random()
+        values = measure(item, label, confidence, baseline.vocabulary)
+        expected = tuple(baseline.features[name].bin(values[name]) for name in FEATURES)
+        assert baseline.bins(item, label, confidence) == expected
 
 
 def test_registry_refuses_a_tampered_baseline(tmp_path: Path, trained_models: Path) -> None:

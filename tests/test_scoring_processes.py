@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from models.registry.model_registry import ModelRegistry
 from streams.pipeline.messages import RawMessage
 from streams.pipeline.micro_batch import Models, Scored
-from streams.pipeline.scoring import Scorer, ScoringProcessDied, build_pipeline
+from streams.pipeline.scoring import Scorer, ScoringProcess, ScoringProcessDied, _classify, build_pipeline
 from streams.settings import Settings
 from streams.topics import RAW
-from tests.support import item_serde, make_item
+from tests.support import classified_serde, item_serde, make_item
 
 NAMES = ["Ремонт насоса", "Болт М8 оцинкованный", "Услуги по уборке помещений", "Кабель ВВГ 3х2,5"]
 
@@ -24,14 +26,28 @@ NAMES = ["Ремонт насоса", "Болт М8 оцинкованный", "
 def _messages(first_offset: int) -> list[RawMessage]:
     serde = item_serde()
     values = [serde.encode(make_item(f"sp-{first_offset + i}", name)) for i, name in enumerate(NAMES)]
-    values.append(b"\x00not avro")  # refused at decode, in the process as in the worker
+    values.append(serde.encode(make_item("sp-empty", "", full_name="")))  # refused at validation
+    values.append(b"\x00not avro")  # refused at decode
     return [
         RawMessage(RAW, 0, first_offset + i, 1_700_000_000_000, None, value) for i, value in enumerate(values)
     ]
 
 
 def _outcome(scored: list[Scored]) -> list[tuple[object, ...]]:
-    return [(s.item_id, s.stage, s.content_hash, s.label, s.confidence, s.drift) for s in scored]
+    """What a record's scoring said, its output record and item-table value included (less the time)."""
+    classified = classified_serde()
+
+    def timeless(record: dict[str, object]) -> dict[str, object]:
+        return {k: v for k, v in record.items() if k != "classified_at"}
+
+    return [
+        (
+            *(s.item_id, s.stage, s.errors, s.content_hash, s.label, s.confidence, s.drift),
+            timeless(classified.decode(s.value)) if s.value else None,
+            timeless(json.loads(s.state)) if s.state else None,
+        )
+        for s in scored
+    ]
 
 
 def _alive(pid: int) -> bool:
@@ -57,7 +73,8 @@ def test_processes_score_like_the_worker_and_a_killed_one_is_replaced(settings: 
     pipeline = build_pipeline(settings)
     models = _models(settings)
     expected = _outcome(pipeline.score(_messages(0), models))
-    assert expected[-1][1] == "decode" and all(row[3] and row[5] for row in expected[:-1])
+    assert [row[1] for row in expected[-2:]] == ["validate", "decode"]
+    assert all(row[4] and row[6] and row[7] and row[8] for row in expected[:-2])
 
     async def scenario() -> tuple[list[Scored], list[Scored], list[Scored], set[int], set[int]]:
         scorer = Scorer(settings, pipeline, models)
@@ -89,6 +106,37 @@ def test_processes_score_like_the_worker_and_a_killed_one_is_replaced(settings: 
     assert _outcome(first) == expected and _outcome(second) == expected
     assert _outcome(again) == expected, "scored again in the new process, the same"
     assert len(after) == 2 and len(after & before) == 1, "the killed process was replaced, the other kept"
+
+
+def test_one_process_runs_the_model_and_the_worker_the_rest_to_the_same_records(trained_models: Path) -> None:
+    """With one scoring process the worker decodes, validates and encodes and the process predicts; what
+    comes out is what `Pipeline.score` gives, and only the accepted items cross to the process."""
+    settings = Settings(scoring_processes=1, models_path=trained_models)
+    pipeline = build_pipeline(settings)
+    models = _models(settings)
+    messages = _messages(0)
+    expected = _outcome(pipeline.score(messages, models))
+    crossed: list[int] = []
+
+    async def scenario() -> list[Scored]:
+        scorer = Scorer(settings, pipeline, models)
+        call = ScoringProcess.call
+
+        async def counted(process: ScoringProcess, work: Any, *args: Any) -> Any:
+            if work is _classify:
+                crossed.append(len(args[0]))
+            return await call(process, work, *args)
+
+        try:
+            await scorer.start()
+            ScoringProcess.call = counted  # type: ignore[method-assign]
+            return (await scorer.score(messages, models))[0]
+        finally:
+            ScoringProcess.call = call  # type: ignore[method-assign]
+            scorer.close()
+
+    assert _outcome(asyncio.run(scenario())) == expected
+    assert crossed == [len(NAMES)], "the refused records stayed in the worker"
 
 
 def test_an_error_comes_back_as_itself_and_a_closed_scorer_ends_its_processes(settings: Settings) -> None:

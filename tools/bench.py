@@ -1,6 +1,7 @@
 """Benchmark: raw → classified throughput next to a same-run ceiling, and end-to-end latency.
 
     python -m tools.bench [--items 100000] [--load 0.5 | --rate N] [--seconds 20] [--broker tansu|kafka]
+                          [--latency-items same|new-words]
                           [--peers faust,aiokafka,quix | all | none] [--peer-items 20000]
 
 1. Throughput: ``--items`` Avro items are published to ``nomenclature.raw``, then one worker
@@ -10,7 +11,10 @@
 3. Latency at a load users run at: with the worker caught up, items are offered at ``--load`` (0.5) of the
    capacity measured in 1. (or at ``--rate`` per second) for ``--seconds``; latency = when a consumer of
    ``nomenclature.classified`` receives the result − the input record's timestamp (set by the producer at
-   send). p50 / p99 / max.
+   send). p50 / p99 / max, the p99 of each 5 s of the phase (does latency hold as the phase goes on?) and
+   the cores the worker, its scoring processes, the broker and this process (the phase's producer, one
+   record per request, and reader) kept busy meanwhile. The items continue the sequence the capacity was
+   measured on (``--latency-items same``), or each carry a new word (``new-words``).
 4. CPU per item, same run (Linux /proc): the ceiling agent's process and the broker while it drains; the
    worker, its scoring processes and the broker while the worker drains. With the machine's cores this
    bounds what any pipeline of that CPU cost per item can reach, whatever its concurrency.
@@ -70,18 +74,23 @@ from tools.broker import FLAVORS, bench_broker, free_port
 from tools.common import BUNDLED_DATA, ensure_model, run_sync
 
 CEILING_TOPIC = "bench.ceiling"
+LATENCY_SLICE = 5  # seconds of the latency phase per reported p99
+LATENCY_PREFIX = "lat-"  # the latency phase's ids
+LATENCY_ITEMS = ("same", "new-words")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_records(n: int) -> list[tuple[bytes, bytes]]:
+def make_records(n: int, start: int = 0, prefix: str = "b-") -> list[tuple[bytes, bytes]]:
+    """Items `start` … `start + n - 1` of the benchmark's sequence (names of the bundled dataset, over and
+    over, each time with another full name and unit), with ids `prefix` + their number from 0."""
     with BUNDLED_DATA.open(encoding="utf-8") as handle:
         names = [row["name"] for row in csv.DictReader(handle)]
     serde = AvroSerde(LocalCatalogue(), TOPICS[RAW].subject, TOPICS[RAW].schema)
     units = ["шт", "кг", "усл. ед.", "м", None]
     records = []
-    for i in range(n):
+    for number, i in enumerate(range(start, start + n)):
         item = {
-            "id": f"b-{i}",
+            "id": f"{prefix}{number}",
             "name": names[i % len(names)],
             "full_name": names[(i * 7) % len(names)],
             "unit": units[i % len(units)],
@@ -267,49 +276,65 @@ async def classified_times(bootstrap: str) -> list[int]:
 
 
 class Latency(NamedTuple):
-    """One latency-phase item, ms: input timestamp → result read, and of that, input → scored."""
+    """One latency-phase item, ms: input timestamp → result read, and of that, input → scored; and when in
+    the phase it was offered (s)."""
 
     total: float
     to_scored: float
+    offered: float
 
 
-async def measure_latency(bootstrap: str, rate: int, seconds: int) -> list[Latency]:
-    """Offer `rate` items/s for `seconds`; per item, its latency in ms (input timestamp → result read) and
-    the part before its ``classified_at`` (set where it was scored)."""
+def latency_records(kind: str, n: int, after: int) -> list[tuple[bytes, bytes]]:
+    """The latency phase's `n` items, ids ``lat-0`` …: ``same``, the sequence the capacity was measured on,
+    continued after its first `after` items (so that half the capacity is half of it for these items too);
+    ``new-words``, each a name with a number no cache has seen (a new word and a new explanation each)."""
+    if kind == "same":
+        return make_records(n, start=after, prefix=LATENCY_PREFIX)
+    serde = AvroSerde(LocalCatalogue(), TOPICS[RAW].subject, TOPICS[RAW].schema)
+    records = []
+    for i in range(n):
+        item = {"id": f"{LATENCY_PREFIX}{i}", "name": f"Ремонт насоса {i}", "full_name": f"Ремонт насоса {i}"}
+        records.append((item["id"].encode(), serde.encode(item)))
+    return records
+
+
+async def measure_latency(
+    bootstrap: str, rate: int, seconds: int, records: list[tuple[bytes, bytes]]
+) -> list[Latency]:
+    """Offer `rate` of `records` a second for `seconds`; per item, its latency in ms (input timestamp →
+    result read) and the part before its ``classified_at`` (set where it was scored)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     tps = await topic_partitions(consumer, [CLASSIFIED])
     consumer.assign(tps)
     for tp, end in (await fetched_end_offsets(bootstrap, tps)).items():
         consumer.seek(tp, end)
-    serde = AvroSerde(LocalCatalogue(), TOPICS[RAW].subject, TOPICS[RAW].schema)
     classified = AvroSerde(LocalCatalogue(), TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     total = rate * seconds
     latencies: list[Latency] = []
+    prefix = LATENCY_PREFIX.encode()
 
     async def offer() -> None:
         started = time.perf_counter()
-        for i in range(total):
+        for i, (key, value) in enumerate(records[:total]):
             ahead = i / rate - (time.perf_counter() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
-            item = {"id": f"lat-{i}", "name": f"Ремонт насоса {i}", "full_name": f"Ремонт насоса {i}"}
-            await producer.send(
-                RAW, serde.encode(item), key=item["id"].encode(), timestamp_ms=int(time.time() * 1000)
-            )
+            await producer.send(RAW, value, key=key, timestamp_ms=int(time.time() * 1000))
         await producer.flush()
 
     async def receive() -> None:
         deadline = time.monotonic() + seconds + 60
         while len(latencies) < total and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=100)).values():
+            for fetched in (await consumer.getmany(timeout_ms=100)).values():
                 now = time.time() * 1000
-                for r in records:
-                    if r.key.startswith(b"lat-"):
+                for r in fetched:
+                    if r.key.startswith(prefix):
                         scored = classified.decode(r.value)["classified_at"].timestamp() * 1000
-                        latencies.append(Latency(now - r.timestamp, scored - r.timestamp))
+                        offered = int(r.key[len(prefix) :]) / rate
+                        latencies.append(Latency(now - r.timestamp, scored - r.timestamp, offered))
 
     try:
         await asyncio.gather(offer(), receive())
@@ -333,6 +358,15 @@ def worker_env(settings: Settings, bootstrap: str, flavor: str, port: int, app_i
     )
 
 
+def latency_slices(latencies: list[Latency], seconds: int) -> list[float]:
+    """p99 of the items offered in each LATENCY_SLICE seconds of the phase, in order: whether latency holds
+    or grows as the phase goes on (on Tansu a partition's fetch cost grows with its record batches)."""
+    slices: list[list[float]] = [[] for _ in range(max(1, -(-seconds // LATENCY_SLICE)))]
+    for one in latencies:
+        slices[min(len(slices) - 1, int(one.offered // LATENCY_SLICE))].append(one.total)
+    return [round(percentile(totals, 0.99), 1) for totals in slices if totals]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -352,6 +386,12 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=int, help="latency phase: offered items/s (instead of --load)")
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument(
+        "--latency-items",
+        choices=LATENCY_ITEMS,
+        default="same",
+        help="latency phase: the capacity phase's sequence continued (same), or a new word in every name",
+    )
     parser.add_argument("--broker", choices=FLAVORS, default="tansu", help="the broker this run starts")
     parser.add_argument(
         "--peers",
@@ -440,7 +480,17 @@ def main() -> None:
 
         rate = args.rate or max(1, round(args.load * throughput))
         print(f"offering {rate:,} items/s for {args.seconds}s (latency phase)…", flush=True)
-        latencies = run_sync(measure_latency(bootstrap, rate, args.seconds))
+        phase_pids = ([worker.pid], children(worker.pid), broker_pids, [os.getpid()])
+        phase_before = [cpu_seconds(pids) for pids in phase_pids]
+        phase_started = time.monotonic()
+        offered = latency_records(args.latency_items, rate * args.seconds, args.items)
+        latencies = run_sync(measure_latency(bootstrap, rate, args.seconds, offered))
+        phase_seconds = time.monotonic() - phase_started
+        worker_cores, scoring_cores, broker_cores, bench_cores = (
+            (cpu_seconds(pids) - before) / phase_seconds
+            for pids, before in zip(phase_pids, phase_before, strict=True)
+        )
+        by_slice = latency_slices(latencies, args.seconds)
         lost = rate * args.seconds - len(latencies)
         totals = [one.total for one in latencies]
         to_scored = [one.to_scored for one in latencies]
@@ -451,6 +501,7 @@ def main() -> None:
             "ceiling_items_per_s": round(ceiling),
             "ratio": round(throughput / ceiling, 3),
             "latency_rate_per_s": rate,
+            "latency_items_kind": args.latency_items,
             "latency_load": round(rate / throughput, 3),
             "latency_items": len(latencies),
             "latency_missing": lost,
@@ -459,6 +510,13 @@ def main() -> None:
             "latency_max_ms": round(max(totals), 1),
             "latency_to_scored_p50_ms": round(statistics.median(to_scored), 1),
             "latency_to_scored_p99_ms": round(percentile(to_scored, 0.99), 1),
+            f"latency_p99_by_{LATENCY_SLICE}s_ms": by_slice,
+            "latency_phase_cores": {
+                "worker": round(worker_cores, 2),
+                "scoring": round(scoring_cores, 2),
+                "broker": round(broker_cores, 2),
+                "load_generator": round(bench_cores, 2),
+            },
             "worker_batches": stats["batches"],
             "cores": os.cpu_count(),
             "cpu_us_per_item": {
@@ -477,11 +535,18 @@ def main() -> None:
             f"ratio {throughput / ceiling:.2f} (target ≥ 0.50)"
         )
         print(
-            f"latency at {rate:,} items/s ({rate / throughput:.0%} of capacity) for {args.seconds}s: "
+            f"latency at {rate:,} items/s ({rate / throughput:.0%} of capacity, {args.latency_items} items) "
+            f"for {args.seconds}s: "
             f"p50 {result['latency_p50_ms']} ms, "
             f"p99 {result['latency_p99_ms']} ms (target < 100), max {result['latency_max_ms']} ms; "
             f"of which input → scored p50 {result['latency_to_scored_p50_ms']} ms, "
             f"p99 {result['latency_to_scored_p99_ms']} ms"
+        )
+        print(
+            f"  p99 by {LATENCY_SLICE} s of the phase: {' / '.join(f'{p:.0f}' for p in by_slice)} ms; "
+            f"cores busy meanwhile: worker {worker_cores:.2f}, scoring {scoring_cores:.2f}, "
+            f"broker {broker_cores:.2f}, this benchmark's producer and reader {bench_cores:.2f} "
+            f"(of {os.cpu_count()})"
         )
         print(
             f"CPU per item: ceiling agent {ceiling_cpu_us:.0f} µs + broker {ceiling_broker_us:.0f} µs  |  "

@@ -64,38 +64,59 @@ CATEGORICAL_FEATURES: dict[str, str] = {
 FEATURES: tuple[str, ...] = (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
 
 _DIGITS = re.compile(r"\D+")
-_LETTER = re.compile(r"[^\W\d_]")
-_LATIN = re.compile(r"[A-Za-z]")
-_DIGIT = re.compile(r"\d")
+# what is not a letter, a Latin letter, a digit: a name's letters are what is left once they are removed
+_NOT_LETTERS = re.compile(r"[\W\d_]+")
+_NOT_LATIN = re.compile(r"[^A-Za-z]+")
 
 
 def measure(
     item: Mapping[str, Any], label: str, confidence: float, vocabulary: frozenset[str]
 ) -> dict[str, Any]:
     """Every feature's value for one item and its prediction (numbers, or category strings / None)."""
-    name = str(item.get("name") or "")
+    return {
+        **_name_values(str(item.get("name") or ""), vocabulary),
+        "confidence": float(confidence),
+        **_field_values(item),
+        "predicted_label": label,
+    }
+
+
+def _name_values(name: str, vocabulary: frozenset[str]) -> dict[str, float]:
+    """The features of the name alone (NAME_FEATURES)."""
     words = _name_words(name)
-    letters = len(_LETTER.findall(name))
-    latin = len(_LATIN.findall(name))
-    digits = len(_DIGIT.findall(name))
+    letters = len(_NOT_LETTERS.sub("", name))
+    latin = len(_NOT_LATIN.sub("", name))
+    digits = len(_DIGITS.sub("", name))
     alnum = letters + digits
-    okved = _DIGITS.sub("", str(item.get("okved_code") or ""))
-    hs = _DIGITS.sub("", str(item.get("hs_code") or ""))
     return {
         "name_length": float(len(name)),
         "word_count": float(len(words)),
         "digit_share": digits / alnum if alnum else 0.0,
         "latin_share": latin / letters if letters else 0.0,
         "unseen_token_share": sum(w not in vocabulary for w in words) / len(words) if words else 0.0,
-        "confidence": float(confidence),
+    }
+
+
+def _field_values(item: Mapping[str, Any]) -> dict[str, str | None]:
+    """The features of the item's structured fields (FIELD_FEATURES)."""
+    okved = _DIGITS.sub("", str(item.get("okved_code") or ""))
+    hs = _DIGITS.sub("", str(item.get("hs_code") or ""))
+    return {
         "unit": _category(item.get("unit")),
         "kind": _category(item.get("kind")),
         "country": _category(item.get("country"), upper=True),
         "okved_section": _okved_section(int(okved[:2])) if len(okved) >= 2 else None,
         "hs_chapter": hs[:2] if len(hs) >= 2 else None,
         "source": _category(item.get("source")),
-        "predicted_label": label,
     }
+
+
+# FEATURES is these, in this order: the name's, the confidence, the fields', the predicted label
+NAME_FEATURES = ("name_length", "word_count", "digit_share", "latin_share", "unseen_token_share")
+FIELD_FEATURES = ("unit", "kind", "country", "okved_section", "hs_chapter", "source")
+_FIELD_KEYS = ("unit", "kind", "country", "okved_code", "hs_code", "source")  # the item fields they read
+assert FEATURES == (*NAME_FEATURES, "confidence", *FIELD_FEATURES, "predicted_label")
+BINS_CACHE = 65_536  # names (and, apart, field values) whose bins `Baseline.bins` keeps; cleared when full
 
 
 _FIXED_WORDS: dict[str, str] = {}  # split word -> `fix_lookalikes` of it; cleared when full
@@ -184,9 +205,45 @@ class Baseline:
         return [len(self.features[name].counts) for name in FEATURES]
 
     def bins(self, item: Mapping[str, Any], label: str, confidence: float) -> tuple[int, ...]:
-        """One bin index per feature, in FEATURES order."""
-        values = measure(item, label, confidence, self.vocabulary)
-        return tuple(self.features[name].bin(values[name]) for name in FEATURES)
+        """One bin index per feature, in FEATURES order: each feature's `bin` of what `measure` gives, the
+        name's bins and the fields' bins looked up once per distinct name and field values."""
+        name = str(item.get("name") or "")
+        by_name = self._name_bins
+        name_bins = by_name.get(name)
+        if name_bins is None:
+            if len(by_name) >= BINS_CACHE:
+                by_name.clear()
+            values = _name_values(name, self.vocabulary)
+            name_bins = by_name[name] = tuple(self.features[f].bin(values[f]) for f in NAME_FEATURES)
+        get = item.get
+        fields = tuple(get(key) for key in _FIELD_KEYS)
+        by_fields = self._field_bins
+        try:
+            field_bins = by_fields.get(fields)
+        except TypeError:  # a value that does not hash (not from a validated record): not kept
+            fields, field_bins = None, None
+        if field_bins is None:
+            values = _field_values(item)
+            field_bins = tuple(self.features[f].bin(values[f]) for f in FIELD_FEATURES)
+            if fields is not None:
+                if len(by_fields) >= BINS_CACHE:
+                    by_fields.clear()
+                by_fields[fields] = field_bins
+        features = self.features
+        return (
+            *name_bins,
+            features["confidence"].bin(float(confidence)),
+            *field_bins,
+            features["predicted_label"].bin(label),
+        )
+
+    @cached_property
+    def _name_bins(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    @cached_property
+    def _field_bins(self) -> dict[tuple[Any, ...], tuple[int, ...]]:
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         features: dict[str, Any] = {}

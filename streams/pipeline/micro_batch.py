@@ -2,8 +2,10 @@
 
 Two phases, both free of Faust and Kafka:
 
-* :meth:`Pipeline.score` — decode, validate, featurize, classify and encode. Pure: no state, so the
-  worker runs it in a separate scoring process (``streams.pipeline.scoring``) on the machine's other core.
+* :meth:`Pipeline.score` — decode and validate (`accept`), featurize, classify and explain (`predict`),
+  encode the outputs (`encode`). Pure: no state. With one scoring process (``streams.pipeline.scoring``)
+  the worker accepts and encodes and the process, on the machine's other core, predicts, so the two cores
+  share the work; with several, each process scores whole micro-batches.
 * :meth:`Pipeline.finish` — the stateful part, in the worker: duplicate check against the item table,
   dead letters, item-table updates, review candidates and counts.
 
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # (partition, item id) -> stored item-table value
 Lookup = Callable[[int, str], dict[str, Any] | None]
+# `Pipeline.predict`'s answer for one item: the champion's prediction, the feature digest and the
+# challenger's prediction, or the issue that kept it from being classified
+Predicted = tuple[Prediction, str, Prediction | None] | Issue
 
 
 class Models(NamedTuple):
@@ -79,6 +84,16 @@ class Scored(NamedTuple):
     shadow_label: str = ""
 
 
+class Accepted(NamedTuple):
+    """What `Pipeline.accept` made of a micro-batch's messages."""
+
+    scored: list[Scored | None]  # per message: refused at decode or validation, or None (accepted)
+    accepted: list[tuple[int, dict[str, Any], list[Issue]]]  # (message index, cleaned item, warnings)
+
+    def items(self) -> list[dict[str, Any]]:
+        return [item for _, item, _ in self.accepted]
+
+
 def _refused(item_id: str | None, stage: str, errors: list[Issue]) -> Scored:
     return Scored(item_id, stage, errors)
 
@@ -97,7 +112,14 @@ class Pipeline:
         return self.finish(messages, self.score(messages, models), lookup)
 
     def score(self, messages: Sequence[RawMessage], models: Models) -> list[Scored]:
-        """One :class:`Scored` per message, in order."""
+        """One :class:`Scored` per message, in order: `accept`, `predict` and `encode` in this process."""
+        accepted = self.accept(messages)
+        items = accepted.items()
+        predictions = self.predict(items, models) if items else []
+        return self.encode(messages, accepted, predictions, models)
+
+    def accept(self, messages: Sequence[RawMessage]) -> Accepted:
+        """Decode and validate: the refused records' `Scored`, and the items to classify."""
         scored: list[Scored | None] = []
         accepted: list[tuple[int, dict[str, Any], list[Issue]]] = []
         for message in messages:
@@ -112,24 +134,24 @@ class Pipeline:
                 continue
             accepted.append((len(scored), checked.item, checked.warnings))
             scored.append(None)
-        if accepted:
-            for index, one in self._classify(messages, accepted, models):
-                scored[index] = one
-        return scored  # type: ignore[return-value]
+        return Accepted(scored, accepted)
 
-    def _classify(
+    def encode(
         self,
         messages: Sequence[RawMessage],
-        accepted: list[tuple[int, dict[str, Any], list[Issue]]],
+        accepted: Accepted,
+        predictions: Sequence[Predicted],
         models: Models,
-    ) -> list[tuple[int, Scored]]:
-        predictions = self.predict([item for _, item, _ in accepted], models)
-        return [
-            (index, _refused(item["id"], "classify", [predicted]))
-            if isinstance(predicted, Issue)
-            else (index, self._encode(messages[index], item, warnings, models, *predicted))
-            for (index, item, warnings), predicted in zip(accepted, predictions, strict=True)
-        ]
+    ) -> list[Scored]:
+        """The `Scored` of every message, from `accept`'s and `predict`'s answers (one per accepted item)."""
+        scored = list(accepted.scored)
+        for (index, item, warnings), predicted in zip(accepted.accepted, predictions, strict=True):
+            scored[index] = (
+                _refused(item["id"], "classify", [predicted])
+                if isinstance(predicted, Issue)
+                else self._encode(messages[index], item, warnings, models, *predicted)
+            )
+        return scored  # type: ignore[return-value]
 
     def predict(
         self,
@@ -137,14 +159,14 @@ class Pipeline:
         models: Models,
         top_k: int | None = None,
         explain: int | None = None,
-    ) -> list[tuple[Prediction, str, Prediction | None] | Issue]:
+    ) -> list[Predicted]:
         """`_predict`'s answer per item, or the ``classify_failed`` issue of an item that cannot be
         classified: a batch failure must not cost the good items, so it is scored one by one then."""
         try:
             return list(self._predict(items, models, top_k, explain))
         except Exception:
             log.exception("classifying a batch of %d failed; retrying item by item", len(items))
-        done: list[tuple[Prediction, str, Prediction | None] | Issue] = []
+        done: list[Predicted] = []
         for item in items:
             try:
                 done.append(self._predict([item], models, top_k, explain)[0])

@@ -1,9 +1,14 @@
-"""Scoring on another core: ``Pipeline.score`` runs in a separate process.
+"""Scoring on another core: the model's work (``Pipeline.predict``) runs in a separate process.
 
-Decoding, validation, featurization, the MLP and Avro encoding are mostly Python and hold the GIL, so in
-a thread they compete with Faust's own per-record work on one core. A scoring process takes them to the
-machine's other core; the worker keeps consuming the next micro-batch while the process scores this one.
-``NOMENCLATURE_SCORING_PROCESSES=0`` scores in a thread of the worker instead.
+Featurization, the MLP and its explanations are mostly Python and hold the GIL, so in a thread they would
+compete with Faust's own per-record work on one core. A scoring process takes them to the machine's other
+core; the worker keeps consuming the next micro-batch while the process scores this one. With one scoring
+process (the default), the worker itself decodes and validates a micro-batch before it goes (only the
+accepted items cross) and encodes the outputs when the predictions come back: that leaves the process, the
+busier of the two, only the model's part, and puts the worker's idle share of its core to use (measured on
+2 cores: scoring process 338–349 → 262–289 µs per item, worker 142–146 → 200–235, the pipeline +18–28%,
+docs/benchmarks.md). With several, each does all of a micro-batch's scoring, so that they scale with their
+number. ``NOMENCLATURE_SCORING_PROCESSES=0`` scores in a thread of the worker instead.
 
 Each micro-batch names the model versions it is scored with (`ModelSpec`): a scoring process loads a version
 from the shared registry (sha256-checked) the first time it is named and keeps the few in use, so a hot swap
@@ -43,7 +48,7 @@ from schemas import catalogue_from_url
 from streams.pipeline import gc_pauses
 from streams.pipeline.codes import load_code_lists
 from streams.pipeline.messages import RawMessage
-from streams.pipeline.micro_batch import Models, Pipeline, Scored
+from streams.pipeline.micro_batch import Models, Pipeline, Predicted, Scored
 from streams.pipeline.predict import ItemOutcome, classify_items
 from streams.pipeline.validation import Issue, Validator
 from streams.settings import Settings
@@ -125,14 +130,21 @@ def _init(settings: Settings) -> None:
 
 
 def _score(messages: Sequence[RawMessage], spec: ModelSpec) -> tuple[list[Scored], float]:
+    """`Pipeline.score` of a micro-batch, with this process's copies of `spec`'s models."""
     assert _pipeline is not None and _cache is not None, "scoring process not initialised"
     return _timed(_pipeline.score, messages, _cache.models(spec))
 
 
-def _timed(score: Callable[..., list[Scored]], *args: Any) -> tuple[list[Scored], float]:
-    """What `score` returns and the seconds it took in this process (the IPC and queueing excluded)."""
+def _classify(items: list[dict[str, Any]], spec: ModelSpec) -> tuple[list[Predicted], float]:
+    """`Pipeline.predict` of a micro-batch's accepted items, with this process's copies of `spec`'s models."""
+    assert _pipeline is not None and _cache is not None, "scoring process not initialised"
+    return _timed(_pipeline.predict, items, _cache.models(spec))
+
+
+def _timed(work: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """What `work` returns and the seconds it took in this process (the IPC and queueing excluded)."""
     started = time.perf_counter()
-    return score(*args), time.perf_counter() - started
+    return work(*args), time.perf_counter() - started
 
 
 def _predict(
@@ -323,11 +335,26 @@ class Scorer:
         await asyncio.gather(*(process.call(_load, spec) for process in self._processes))
 
     async def score(self, messages: Sequence[RawMessage], models: Models) -> tuple[list[Scored], float]:
-        """One `Scored` per message, and the seconds scoring took where it ran."""
-        if self.settings.scoring_processes <= 0:
+        """One `Scored` per message, and the seconds scoring took where it ran.
+
+        With one scoring process, the worker decodes, validates and encodes (`Pipeline.accept`, `encode`)
+        and the process runs the model (`Pipeline.predict`): what crosses is the accepted items and their
+        predictions, and the work is shared between two cores rather than all on the process's. With more,
+        each process does all of it, so that they scale with their number.
+        """
+        pipeline = self.pipeline
+        processes = self.settings.scoring_processes
+        if processes <= 0:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, _timed, self.pipeline.score, messages, models)
-        return await self._in_process(_score, messages, ModelSpec.of(models))
+            return await loop.run_in_executor(None, _timed, pipeline.score, messages, models)
+        if processes > 1:
+            return await self._in_process(_score, messages, ModelSpec.of(models))
+        accepted = pipeline.accept(messages)
+        items = accepted.items()
+        predictions, seconds = (
+            await self._in_process(_classify, items, ModelSpec.of(models)) if items else ([], 0.0)
+        )
+        return pipeline.encode(messages, accepted, predictions, models), seconds
 
     async def predict(
         self, items: list[tuple[dict[str, Any], list[Issue]]], champion: Classifier, top_k: int, explain: int
