@@ -100,8 +100,8 @@ def test_kafka_broker_command_serves_worker_produce_and_consume(tmp_path: Path, 
 def test_a_restart_on_the_same_data_dir_keeps_the_topics(tmp_path: Path) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    async def topics(bootstrap: str, create: str | None = None, want: str = "kept") -> set[str]:
-        """The topics the broker lists, asked again for up to 30 s until `want` is among them: the metadata
+    async def topics(bootstrap: str, create: str | None = None) -> set[str]:
+        """The topics the broker lists, asked again for up to 30 s until "kept" is among them: the metadata
         a broker answers with may lag a topic's creation, and a restarted broker's its log."""
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
@@ -110,7 +110,7 @@ def test_a_restart_on_the_same_data_dir_keeps_the_topics(tmp_path: Path) -> None
                 await admin.create_topics([NewTopic(create, 3, 1)])
             deadline = time.monotonic() + 30
             listed = set(await admin.list_topics())
-            while want not in listed and time.monotonic() < deadline:
+            while "kept" not in listed and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
                 listed = set(await admin.list_topics())
             return listed

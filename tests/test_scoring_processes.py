@@ -15,7 +15,13 @@ import pytest
 from models.registry.model_registry import ModelRegistry
 from streams.pipeline.messages import RawMessage
 from streams.pipeline.micro_batch import Models, Scored
-from streams.pipeline.scoring import Scorer, ScoringProcess, ScoringProcessDied, _classify, build_pipeline
+from streams.pipeline.scoring import (
+    Scorer,
+    ScoringProcess,
+    ScoringProcessDied,
+    _predict_accepted,
+    build_pipeline,
+)
 from streams.settings import Settings
 from streams.topics import RAW
 from tests.support import classified_serde, item_serde, make_item
@@ -123,7 +129,7 @@ def test_one_process_runs_the_model_and_the_worker_the_rest_to_the_same_records(
         call = ScoringProcess.call
 
         async def counted(process: ScoringProcess, work: Any, *args: Any) -> Any:
-            if work is _classify:
+            if work is _predict_accepted:
                 crossed.append(len(args[0]))
             return await call(process, work, *args)
 

@@ -135,7 +135,7 @@ def _score(messages: Sequence[RawMessage], spec: ModelSpec) -> tuple[list[Scored
     return _timed(_pipeline.score, messages, _cache.models(spec))
 
 
-def _classify(items: list[dict[str, Any]], spec: ModelSpec) -> tuple[list[Predicted], float]:
+def _predict_accepted(items: list[dict[str, Any]], spec: ModelSpec) -> tuple[list[Predicted], float]:
     """`Pipeline.predict` of a micro-batch's accepted items, with this process's copies of `spec`'s models."""
     assert _pipeline is not None and _cache is not None, "scoring process not initialised"
     return _timed(_pipeline.predict, items, _cache.models(spec))
@@ -352,7 +352,7 @@ class Scorer:
         accepted = pipeline.accept(messages)
         items = accepted.items()
         predictions, seconds = (
-            await self._in_process(_classify, items, ModelSpec.of(models)) if items else ([], 0.0)
+            await self._in_process(_predict_accepted, items, ModelSpec.of(models)) if items else ([], 0.0)
         )
         return pipeline.encode(messages, accepted, predictions, models), seconds
 
