@@ -94,7 +94,7 @@ def create_app(settings: Settings, raw_topics: list[str], model_state: ModelStat
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         producer_acks=-1,
-        **broker_quirks.faust_settings(settings.is_tansu),
+        **broker_quirks.faust_settings(settings.is_tansu, settings.session_timeout_seconds),
     )
 
     # ---- topics the agents read (all as raw bytes: the pipeline decodes them itself)

@@ -147,6 +147,14 @@ class Settings:
     )
     batch_size: int = field(default=1000, metadata={"doc": "Max items per micro-batch."})
     batch_within_ms: int = field(default=20, metadata={"doc": "Max wait to fill a micro-batch (ms)."})
+    session_timeout_seconds: float | None = field(
+        default=None,
+        metadata={
+            "doc": "Consumer-group session timeout: how long the partitions of a worker that stopped "
+            "heartbeating (killed, frozen) wait before the other workers take them; unset = 6 on Tansu, "
+            "Faust's 60 elsewhere (Apache Kafka accepts 6 to 1800 by default)."
+        },
+    )
     topic_discovery_seconds: int = field(
         default=30, metadata={"doc": "How often the worker looks for raw topics created after it started."}
     )
@@ -303,6 +311,10 @@ class Settings:
             raise ValueError(
                 "NOMENCLATURE_REVIEW_MAX_PER_HOUR must be >= 0 and NOMENCLATURE_REVIEW_VOTES >= 1, not "
                 f"{settings.review_max_per_hour!r} and {settings.review_votes!r}"
+            )
+        if settings.session_timeout_seconds is not None and settings.session_timeout_seconds <= 0:
+            raise ValueError(
+                f"NOMENCLATURE_SESSION_TIMEOUT_SECONDS must be > 0, not {settings.session_timeout_seconds!r}"
             )
         if not 0 < settings.predict_share <= 1:
             raise ValueError(f"NOMENCLATURE_PREDICT_SHARE must be in (0, 1], not {settings.predict_share!r}")

@@ -114,6 +114,17 @@ def start_worker(
     return worker
 
 
+def drift_state(worker: Worker, body: dict[str, Any]) -> str:
+    """What a timed-out wait for judged windows says: the monitor's view of each partition and window,
+    and the worker's lag and assignment."""
+    state = {
+        k: body.get(k)
+        for k in ("status", "windows_judged", "partitions", "open_windows", "late_items", "late_reports")
+    }
+    stats = worker.get("/stats")
+    return f"{state}; lag {stats.get('lag')}; assignment {worker.get('/health').get('assignment')}"
+
+
 def wait_judged(worker: Worker, windows: int, timeout: float = 120.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -122,11 +133,7 @@ def wait_judged(worker: Worker, windows: int, timeout: float = 120.0) -> dict[st
             return body
         worker.assert_alive()
         if time.monotonic() > deadline:
-            state = {k: body.get(k) for k in ("partitions", "open_windows", "late_items", "late_reports")}
-            stats = worker.get("/stats")
-            raise TimeoutError(
-                f"{body.get('windows_judged')} of {windows} windows judged: {state}; lag {stats.get('lag')}"
-            )
+            raise TimeoutError(f"fewer than {windows} windows judged: {drift_state(worker, body)}")
         time.sleep(0.5)
 
 
@@ -302,7 +309,9 @@ def test_counts_merge_across_two_workers_and_a_rebalance(
             bodies = [w.get("/drift") for w in (one, two)]  # either worker answers (one forwards)
             if all(b.get("windows_judged", 0) >= 6 for b in bodies):
                 break
-            assert time.monotonic() < deadline, bodies
+            assert time.monotonic() < deadline, [
+                drift_state(w, b) for w, b in zip((one, two), bodies, strict=True)
+            ]
             time.sleep(1.0)
         assert len({b["latest_window"]["window_start"] for b in bodies}) == 1  # the same monitor
         assert {len(w.get("/health")["assignment"]) > 0 for w in (one, two)} == {True}

@@ -294,6 +294,25 @@ def test_a_bad_broker_flavor_is_refused_naming_the_variable(clean_env: pytest.Mo
     assert "redpanda" in str(caught.value)
 
 
+def test_the_session_timeout_sets_the_groups_timing(clean_env: pytest.MonkeyPatch) -> None:
+    from streams.runtime.broker_quirks import faust_settings
+
+    def timing() -> dict[str, float]:
+        settings = Settings.from_env()
+        return faust_settings(settings.is_tansu, settings.session_timeout_seconds)
+
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    assert timing() == {}  # Faust's own on Kafka
+    clean_env.setenv("NOMENCLATURE_SESSION_TIMEOUT_SECONDS", "12")
+    assert timing() == {"broker_session_timeout": 12.0, "broker_heartbeat_interval": 3.0}
+    clean_env.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    clean_env.delenv("NOMENCLATURE_SESSION_TIMEOUT_SECONDS")
+    assert timing() == {"broker_session_timeout": 6.0, "broker_heartbeat_interval": 2.0}  # on Tansu
+    clean_env.setenv("NOMENCLATURE_SESSION_TIMEOUT_SECONDS", "0")
+    with pytest.raises(ValueError, match="NOMENCLATURE_SESSION_TIMEOUT_SECONDS"):
+        Settings.from_env()
+
+
 def test_the_cli_reports_a_bad_setting(clean_env: pytest.MonkeyPatch) -> None:
     from tools.cli import main
 

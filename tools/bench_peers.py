@@ -161,7 +161,7 @@ def replayed(headers: Iterable[tuple[str, Any]] | None) -> bool:
 
 
 def tansu_consumer_settings(is_tansu: bool) -> dict[str, int]:
-    """aiokafka consumer settings the worker's consumer has on Tansu (`broker_quirks`): a 10 s session (the
+    """aiokafka consumer settings the worker's consumer has on Tansu (`broker_quirks`): a 6 s session (the
     first group join takes half of it) and a short fetch wait (Tansu holds a fetch for all of it)."""
     from streams.runtime.broker_quirks import TANSU_FETCH_MAX_WAIT_MS, faust_settings
 
