@@ -1,7 +1,7 @@
 """Benchmark: raw → classified throughput next to a same-run ceiling, and end-to-end latency.
 
     python -m tools.bench [--items 100000] [--load 0.5 | --rate N] [--seconds 20] [--broker tansu|kafka]
-                          [--latency-items same|new-words]
+                          [--latency-items same|new-words] [--offer-linger-ms 5]
                           [--peers faust,aiokafka,quix | all | none] [--peer-items 20000]
 
 1. Throughput: ``--items`` Avro items are published to ``nomenclature.raw``, then one worker
@@ -12,9 +12,12 @@
    capacity measured in 1. (or at ``--rate`` per second) for ``--seconds``; latency = when a consumer of
    ``nomenclature.classified`` receives the result − the input record's timestamp (set by the producer at
    send). p50 / p99 / max, the p99 of each 5 s of the phase (does latency hold as the phase goes on?) and
-   the cores the worker, its scoring processes, the broker and this process (the phase's producer, one
-   record per request, and reader) kept busy meanwhile. The items continue the sequence the capacity was
-   measured on (``--latency-items same``), or each carry a new word (``new-words``).
+   the cores the worker, its scoring processes, the broker and this process (the phase's producer and
+   reader) kept busy meanwhile. The producer gathers what is offered within ``--offer-linger-ms`` (5, Apache
+   Kafka 4's default ``linger.ms`` and ``nomenclature produce``'s) into one request, as users' producers do;
+   the timestamp is taken when an item is offered, so the wait counts in its latency. The items continue
+   the sequence the capacity was measured on (``--latency-items same``), or each carry a new word
+   (``new-words``).
 4. CPU per item, same run (Linux /proc): the ceiling agent's process and the broker while it drains; the
    worker, its scoring processes and the broker while the worker drains. With the machine's cores this
    bounds what any pipeline of that CPU cost per item can reach, whatever its concurrency.
@@ -77,6 +80,7 @@ CEILING_TOPIC = "bench.ceiling"
 LATENCY_SLICE = 5  # seconds of the latency phase per reported p99
 LATENCY_PREFIX = "lat-"  # the latency phase's ids
 LATENCY_ITEMS = ("same", "new-words")
+OFFER_LINGER_MS = 5  # the latency phase's producer: Apache Kafka 4's linger.ms default (KIP-1030), and ours
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -299,10 +303,11 @@ def latency_records(kind: str, n: int, after: int) -> list[tuple[bytes, bytes]]:
 
 
 async def measure_latency(
-    bootstrap: str, rate: int, seconds: int, records: list[tuple[bytes, bytes]]
+    bootstrap: str, rate: int, seconds: int, records: list[tuple[bytes, bytes]], linger_ms: int
 ) -> list[Latency]:
-    """Offer `rate` of `records` a second for `seconds`; per item, its latency in ms (input timestamp →
-    result read) and the part before its ``classified_at`` (set where it was scored)."""
+    """Offer `rate` of `records` a second for `seconds`, through a producer that lingers `linger_ms`; per
+    item, its latency in ms (input timestamp, taken when it is offered, so the linger counts → result read)
+    and the part before its ``classified_at`` (set where it was scored)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     tps = await topic_partitions(consumer, [CLASSIFIED])
@@ -310,7 +315,7 @@ async def measure_latency(
     for tp, end in (await fetched_end_offsets(bootstrap, tps)).items():
         consumer.seek(tp, end)
     classified = AvroSerde(LocalCatalogue(), TOPICS[CLASSIFIED].subject, TOPICS[CLASSIFIED].schema)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
     await producer.start()
     total = rate * seconds
     latencies: list[Latency] = []
@@ -391,6 +396,13 @@ def main() -> None:
         choices=LATENCY_ITEMS,
         default="same",
         help="latency phase: the capacity phase's sequence continued (same), or a new word in every name",
+    )
+    parser.add_argument(
+        "--offer-linger-ms",
+        type=int,
+        default=OFFER_LINGER_MS,
+        help="latency phase: how long the offering producer gathers records into one request "
+        "(5, Apache Kafka 4's producer default and `nomenclature produce`'s; 0, a request per record)",
     )
     parser.add_argument("--broker", choices=FLAVORS, default="tansu", help="the broker this run starts")
     parser.add_argument(
@@ -484,7 +496,7 @@ def main() -> None:
         phase_before = [cpu_seconds(pids) for pids in phase_pids]
         phase_started = time.monotonic()
         offered = latency_records(args.latency_items, rate * args.seconds, args.items)
-        latencies = run_sync(measure_latency(bootstrap, rate, args.seconds, offered))
+        latencies = run_sync(measure_latency(bootstrap, rate, args.seconds, offered, args.offer_linger_ms))
         phase_seconds = time.monotonic() - phase_started
         worker_cores, scoring_cores, broker_cores, bench_cores = (
             (cpu_seconds(pids) - before) / phase_seconds
@@ -502,6 +514,7 @@ def main() -> None:
             "ratio": round(throughput / ceiling, 3),
             "latency_rate_per_s": rate,
             "latency_items_kind": args.latency_items,
+            "latency_offer_linger_ms": args.offer_linger_ms,
             "latency_load": round(rate / throughput, 3),
             "latency_items": len(latencies),
             "latency_missing": lost,
@@ -536,7 +549,7 @@ def main() -> None:
         )
         print(
             f"latency at {rate:,} items/s ({rate / throughput:.0%} of capacity, {args.latency_items} items) "
-            f"for {args.seconds}s: "
+            f"for {args.seconds}s, offered with a {args.offer_linger_ms} ms linger: "
             f"p50 {result['latency_p50_ms']} ms, "
             f"p99 {result['latency_p99_ms']} ms (target < 100), max {result['latency_max_ms']} ms; "
             f"of which input → scored p50 {result['latency_to_scored_p50_ms']} ms, "
